@@ -1,0 +1,40 @@
+"""Setup for smn_nb, driven by nbdev 2's settings.ini (written without pkg_resources, which
+current setuptools no longer ships)."""
+from configparser import ConfigParser
+import setuptools
+
+cfg = ConfigParser(delimiters=["="])
+cfg.read("settings.ini", encoding="utf-8")
+cfg = cfg["DEFAULT"]
+
+licenses = {"apache2": ("Apache Software License 2.0", "OSI Approved :: Apache Software License")}
+statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Production/Stable"]
+lic = licenses[cfg["license"]]
+
+setuptools.setup(
+    name=cfg["lib_name"],
+    version=cfg["version"],
+    description=cfg["description"],
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    author=cfg["author"],
+    author_email=cfg["author_email"],
+    url=cfg["git_url"],
+    license=lic[0],
+    classifiers=[
+        "Development Status :: " + statuses[int(cfg["status"]) - 1],
+        "Intended Audience :: " + cfg["audience"].title(),
+        "License :: " + lic[1],
+        "Natural Language :: " + cfg["language"].title(),
+        "Programming Language :: Python :: 3",
+    ],
+    keywords=cfg["keywords"],
+    packages=setuptools.find_packages(include=["smn_nb", "smn_nb.*"]),
+    include_package_data=True,
+    package_data={"smn_nb": ["assets/*"]},
+    install_requires=cfg["requirements"].split(),
+    extras_require={"dev": cfg["dev_requirements"].split()},
+    python_requires=">=" + cfg["min_python"],
+    zip_safe=False,
+    entry_points={"nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
+)
