@@ -72,3 +72,16 @@ def test_topk_at_the_density_smn_found(tmp_path):
     (topk,) = [json.loads(f.read_text()) for f in out.glob("*_topk_*/result.json")]
     assert topk["density"] == smn["active_frac"] < 1.0
     assert abs(topk["active_frac"] - smn["active_frac"]) < 1e-3
+
+
+@pytest.mark.parametrize("method", ["M", "FFT"])
+def test_clip_path_with_zero_shot_head(tmp_path, method):
+    "CLIP's route (zero-shot text head, attention/MLP masks) on a tiny random open_clip config, offline."
+    rec, folder = run(tmp_path, model="clip-tiny", method=method, epochs=1)
+    assert rec["params"]["model"] == "clip-tiny" and 0 <= rec["metrics"]["test_acc"] <= 1
+    if method == "M":
+        assert rec["n_masked"] == rec["adaptation_bits_1bit"] > 0
+        assert all(".resblocks." in t for t in rec["active_per_tensor"])   # only transformer blocks are masked
+        assert len(rec["active_per_tensor"]) == 2 * 8                        # 2 blocks x (q/k/v, out, fc1, fc2) x (w, b)
+    else:
+        assert rec["n_trained"] > 0
