@@ -7,6 +7,7 @@ mkdir -p "$cache"
 export IPYTHONDIR="$cache/ipython" MPLCONFIGDIR="$cache/matplotlib" \
        JUPYTER_CONFIG_DIR="$cache/jupyter/config" JUPYTER_DATA_DIR="$cache/jupyter/data" \
        JUPYTER_RUNTIME_DIR="$cache/jupyter/runtime" HF_HOME="$cache/hf" TORCH_HOME="$cache/torch" \
-       XDG_CACHE_HOME="$cache/xdg" SMN_NB_CACHE="$cache/smn_nb"
+       XDG_CACHE_HOME="$cache/xdg"
+export SMN_NB_DATA="${SMN_NB_DATA:-$cache/data}"   # datasets and their decoded caches (a user's own setting wins)
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PYDEVD_DISABLE_FILE_VALIDATION=1
 export PATH="$root/.venv/bin:$PATH"
