@@ -1,7 +1,6 @@
 # Sourced by the .ci scripts: keep every cache a tool writes under $HOME inside the build folder,
 # and never let a test reach a model hub.
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export SMN_NB_ROOT="$root"
 cache="$root/.build/cache"
 mkdir -p "$cache"
 export IPYTHONDIR="$cache/ipython" MPLCONFIGDIR="$cache/matplotlib" \
