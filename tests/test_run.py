@@ -37,6 +37,7 @@ def test_each_method_writes_a_record(tmp_path, method):
         assert {"knn_acc", "lp_acc"} <= set(rec["metrics"]) and len(rec["history"]) == 1
     if method in ("knn", "lp"):
         assert rec["history"] == [] and {"knn_acc", "lp_acc"} <= set(rec["metrics"])
+        assert len(list((folder.parent / "_embeddings").glob("*.pt"))) == 3   # train/val/test embeddings cached
 
 
 def test_mask_file_rebuilds_the_adapted_network(tmp_path):
