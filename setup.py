@@ -1,7 +1,9 @@
 """Setup for smn_nb, driven by nbdev 2's settings.ini (written without pkg_resources, which
 current setuptools no longer ships)."""
 from configparser import ConfigParser
+from pathlib import Path
 import setuptools
+from setuptools.command.build_py import build_py
 
 cfg = ConfigParser(delimiters=["="])
 cfg.read("settings.ini", encoding="utf-8")
@@ -11,7 +13,22 @@ licenses = {"apache2": ("Apache Software License 2.0", "OSI Approved :: Apache S
 statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Production/Stable"]
 lic = licenses[cfg["license"]]
 
+# Files the package needs at run time, kept once in the repository (their single source) and copied into
+# the built package's smn_nb/assets/ (found there by `smn_nb.backbones.shipped_file`). MANIFEST.in puts them
+# in the sdist too, so a wheel built from the sdist has them.
+ASSETS = ["data/resnet_fmnist.pt", "data/resnet_fmnist.json", "nbs/run.ipynb"]
+
+class build_py_assets(build_py):
+    "build_py that also copies `ASSETS` into the built package's smn_nb/assets/ (not for editable installs: they use the checkout)."
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False): return
+        dest = Path(self.build_lib) / cfg["lib_path"] / "assets"
+        self.mkpath(str(dest))
+        for f in ASSETS: self.copy_file(f, str(dest / Path(f).name))
+
 setuptools.setup(
+    cmdclass={"build_py": build_py_assets},
     name=cfg["lib_name"],
     version=cfg["version"],
     description=cfg["description"],
@@ -36,5 +53,6 @@ setuptools.setup(
     extras_require={"dev": cfg["dev_requirements"].split()},
     python_requires=">=" + cfg["min_python"],
     zip_safe=False,
-    entry_points={"nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
+    entry_points={"console_scripts": cfg.get("console_scripts", "").split(),
+                  "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
 )

@@ -4,10 +4,11 @@
 
 # %% ../nbs/02_backbones.ipynb #e540d697
 from __future__ import annotations
-import os
+import os, socket, threading, urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -17,9 +18,9 @@ import smn_nb
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'FMNIST_MEAN', 'FMNIST_STD', 'CLIP_TINY_CONFIG',
-           'FMNIST_CONFIG', 'BACKBONES', 'CLIP_TEMPLATES', 'BackboneSpec', 'fmnist_resnet', 'read_checkpoint',
-           'clean_state_dict', 'load_weights', 'Backbone', 'get_backbone', 'ZeroShotHead', 'clip_tokenizer',
-           'clip_text_embeddings', 'clip_zero_shot_head']
+           'FMNIST_CONFIG', 'BACKBONES', 'PROBE_TIMEOUT', 'CLIP_TEMPLATES', 'BackboneSpec', 'fmnist_resnet',
+           'read_checkpoint', 'clean_state_dict', 'load_weights', 'Backbone', 'shipped_file', 'reachable',
+           'get_backbone', 'ZeroShotHead', 'clip_tokenizer', 'clip_text_embeddings', 'clip_zero_shot_head']
 
 # %% ../nbs/02_backbones.ipynb #e9a9aff7
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -150,17 +151,51 @@ class Backbone(nn.Module):
 
     def extra_repr(self): return f"spec={self.spec.name!r}"
 
+# %% ../nbs/02_backbones.ipynb #f6bbd6dd
+def _repo_data() -> Path: return Path(smn_nb.__file__).resolve().parents[1] / "data"
+
+def _shipped_places(name:str) -> list[Path]:
+    "Where a shipped file `name` may be: the package's assets/, then (in a source checkout) data/ and nbs/."
+    pkg = Path(smn_nb.__file__).resolve().parent
+    checkout = (pkg.parent / "settings.ini").is_file()     # nbdev's project file: a source tree, not site-packages
+    return [pkg / "assets" / name] + ([_repo_data() / name, pkg.parent / "nbs" / name] if checkout else [])
+
+def shipped_file(name:str, # a file name, e.g. "run.ipynb" or "resnet_fmnist.pt"
+                ) -> Path:
+    "A file shipped with smn_nb: the installed package's `smn_nb/assets/`, or in a source checkout the repo's `data/` or `nbs/`."
+    places = _shipped_places(name)
+    found = next((p for p in places if p.is_file()), None)
+    if found is None: raise FileNotFoundError(f"{name!r} is not shipped with smn_nb: looked in {[str(p.parent) for p in places]}")
+    return found
+
+# %% ../nbs/02_backbones.ipynb #ec4e520f
+PROBE_TIMEOUT = 3.0   # seconds a weight host gets to answer before a download is declared impossible
+
+def reachable(url:str,                     # any URL: only its host and port are used
+              timeout:float=PROBE_TIMEOUT, # seconds for name resolution and the TCP connect together
+             ) -> bool:
+    "Whether `url`'s host (or the proxy for its scheme) accepts a TCP connection within `timeout` seconds."
+    u = urlparse(url)
+    proxy = urllib.request.getproxies().get(u.scheme)
+    if proxy and not urllib.request.proxy_bypass(u.hostname): u = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+    ok = []
+    def connect():
+        try: socket.create_connection((u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout=timeout).close(); ok.append(True)
+        except Exception: pass
+    t = threading.Thread(target=connect, daemon=True)
+    t.start(); t.join(timeout)
+    return bool(ok)
+
 # %% ../nbs/02_backbones.ipynb #8112e1eb
 def _offline() -> bool:
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("SMN_NB_OFFLINE", "HF_HUB_OFFLINE"))
 
-def _repo_data() -> Path: return Path(smn_nb.__file__).resolve().parents[1] / "data"
-
 def _local_file(spec:BackboneSpec) -> Path|None:
-    "The first existing weight file for `spec` under $SMN_NB_WEIGHTS or the repository's data/ folder."
+    "The first existing weight file for `spec` under $SMN_NB_WEIGHTS or among the files shipped with smn_nb."
     if not spec.file: return None
-    dirs = ([Path(os.environ["SMN_NB_WEIGHTS"]).expanduser()] if os.environ.get("SMN_NB_WEIGHTS") else []) + [_repo_data()]
-    return next((d / spec.file for d in dirs if (d / spec.file).is_file()), None)
+    env = Path(os.environ["SMN_NB_WEIGHTS"]).expanduser() / spec.file if os.environ.get("SMN_NB_WEIGHTS") else None
+    if env is not None and env.is_file(): return env
+    return next((p for p in _shipped_places(spec.file) if p.is_file()), None)
 
 def _missing(spec:BackboneSpec, err:BaseException|None=None) -> FileNotFoundError:
     "The error for pretrained weights that cannot be had: what to download and where to put it."
@@ -168,8 +203,9 @@ def _missing(spec:BackboneSpec, err:BaseException|None=None) -> FileNotFoundErro
              else f"<folder>/{spec.file} and set SMN_NB_WEIGHTS=<folder>")
     why = f" ({type(err).__name__}: {err})" if err is not None else ""
     if spec.arch == "fmnist":
-        return FileNotFoundError(f"no weights for {spec.name!r}: {spec.file} is neither in $SMN_NB_WEIGHTS nor in {_repo_data()}{why}. "
-                                 f"Regenerate it with smn_nb.pretrain.pretrain_fashion_mnist('{_repo_data() / spec.file}') "
+        return FileNotFoundError(f"no weights for {spec.name!r}: {spec.file} is neither in $SMN_NB_WEIGHTS nor shipped with smn_nb "
+                                 f"(looked in {[str(p.parent) for p in _shipped_places(spec.file)]}){why}. Regenerate it with "
+                                 f"smn_nb.pretrain.pretrain_fashion_mnist('<folder>/{spec.file}') and set SMN_NB_WEIGHTS=<folder>, "
                                  f"or pass weights=PATH.")
     src = f"{spec.arch} tag {spec.hub!r}" if spec.hub else f"{spec.url}"
     return FileNotFoundError(f"pretrained weights for {spec.name!r} are not reachable from {src}{why}. "
@@ -188,7 +224,12 @@ def _build(spec:BackboneSpec) -> tuple[nn.Module, nn.Module|None]:
     return clip.visual, clip
 
 def _from_source(spec:BackboneSpec) -> tuple[nn.Module, nn.Module|None]:
-    "Fetch the real weights from the hub / release URL; any failure becomes `_missing`'s clear error."
+    "Fetch the real weights from the hub / release URL; any failure (an unreachable host within seconds) becomes `_missing`'s clear error."
+    url = (os.environ.get("HF_ENDPOINT") if spec.hub else None) or spec.url
+    cached = not spec.hub and spec.file and (Path(torch.hub.get_dir()) / "checkpoints" / spec.file).is_file()  # torch.hub's copy
+    if url and not (_offline() or cached) and not reachable(url):
+        hint = "; with the weights in the hub cache, set HF_HUB_OFFLINE=1 to use them" if spec.hub else ""
+        raise _missing(spec, ConnectionError(f"{urlparse(url).hostname} could not be reached (no connection within {PROBE_TIMEOUT:g} s){hint}"))
     try:
         if spec.arch == "timm" and spec.hub:
             import timm
@@ -197,7 +238,7 @@ def _from_source(spec:BackboneSpec) -> tuple[nn.Module, nn.Module|None]:
             import open_clip
             clip = open_clip.create_model(spec.model, pretrained=spec.hub)
             return clip.visual, clip
-        if spec.url and not _offline():
+        if spec.url and (cached or not _offline()):
             net, clip = _build(spec)
             sd = torch.hub.load_state_dict_from_url(spec.url, map_location="cpu", file_name=spec.file, weights_only=True)
             load_weights(clip or net, clean_state_dict(sd, spec.drop), f"{spec.url}")

@@ -4,8 +4,9 @@
 
 # %% ../nbs/03_data.ipynb #09ca0d03
 from __future__ import annotations
-import gzip, hashlib, json, math, os, tempfile
-from dataclasses import dataclass
+import gzip, hashlib, json, math, os, shutil, tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -194,6 +195,7 @@ class DatasetInfo:
     image_dirs: tuple = ()             # candidate image folders (relative to the root) for split-file paths
     loader: Callable|None = None       # (root, download) -> ({split: _Part}, classes), without split files
     fetch: str = ""                    # what to download, for the error message
+    train_aug: dict = field(default_factory=dict)   # overrides of `train_transform`'s scale/flip; {} = the paper's
 
 def _tv_split_files(cls, split_kw:dict, files_attr:str):
     def load(root:Path, download:bool):
@@ -266,7 +268,8 @@ def _registry() -> dict[str, DatasetInfo]:
                     "iNatLoc500 (Cole et al., 'On Label Granularity and Object Localization', ECCV 2022; 500 species from iNaturalist): "
                     "either its images as ROOT/inat500/{train,val,test}/<species>/*.jpg, or the images under ROOT/inat500/images/ "
                     "plus a split file ROOT/inat500/split_inat500.json in CoOp's format {\"train\": [[relpath, label, classname], ...], \"val\": ..., \"test\": ...}"),
-        DatasetInfo("digits", loader=_load_digits, fetch="nothing: digits ships with scikit-learn"),
+        DatasetInfo("digits", loader=_load_digits, fetch="nothing: digits ships with scikit-learn",
+                    train_aug=dict(scale=(0.5, 1.0), flip=False)),   # see "Transforms": 8x8 digits are not mirror-symmetric
         DatasetInfo("fashion_mnist", "fashion_mnist", loader=_load_fashion_mnist,
                     fetch="Fashion-MNIST's four files {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz from "
                           "https://github.com/zalandoresearch/fashion-mnist (or Debian's dataset-fashion-mnist package) into ROOT/fashion_mnist/"),
@@ -280,7 +283,9 @@ def _missing_message(name:str, root:Path) -> str:
     how = ("could not be fetched automatically (download=False, or no network)" if i.loader
            else "cannot be fetched automatically")
     return (f"dataset {name!r} not found under root {str(root)!r} and {how}. "
-            f"Download {i.fetch.replace('ROOT', str(root))}.{cs.replace('ROOT', str(root))}")
+            f"Download {i.fetch.replace('ROOT', str(root))}.{cs.replace('ROOT', str(root))} "
+            f"If it is already somewhere else, point smn_nb at that root: get_dataset(..., root=DIR), "
+            f"run_experiment(data_dir=DIR) / papermill ... -p data_dir DIR, or export SMN_NB_DATA=DIR.")
 
 # %% ../nbs/03_data.ipynb #7688f807
 def _find_split_file(info:DatasetInfo, root:Path) -> Path|None:
@@ -304,6 +309,22 @@ def read_split_file(path:str|Path, image_dirs:Sequence[str|Path]) -> tuple[dict[
              for s in ("train", "val", "test") if sp.get(s)}
     return parts, classes
 
+# %% ../nbs/03_data.ipynb #88106a9a
+@contextmanager
+def _tidy_on_failure(root:Path): # the data root a loader may create folders in
+    "If the block raises, remove the folders it created under (or as) `root` that hold no file."
+    top = None                                           # the highest missing folder on the way to `root`
+    if not root.exists():
+        top = root
+        while not top.parent.exists(): top = top.parent
+    before = set(os.listdir(root)) if root.is_dir() else set()
+    try: yield
+    except BaseException:
+        new = [top] if top else ([root / n for n in set(os.listdir(root)) - before] if root.is_dir() else [])
+        for d in new:
+            if d.is_dir() and not any(files for _, _, files in os.walk(d)): shutil.rmtree(d, ignore_errors=True)
+        raise
+
 # %% ../nbs/03_data.ipynb #8940dbb2
 def get_dataset(name:str,                 # a key of `DATASETS`
                 split:str="train",        # "train", "val", "test" or "trainval" (= train + val)
@@ -323,7 +344,8 @@ def get_dataset(name:str,                 # a key of `DATASETS`
     else:
         try:
             key = ("parts", name, str(root))   # torchvision datasets parse their files once per process
-            if key not in _MEM: _MEM[key] = info.loader(root, download)
+            if key not in _MEM:
+                with _tidy_on_failure(root): _MEM[key] = info.loader(root, download)
             parts, classes = _MEM[key]
         except FileNotFoundError as e:
             if "fetched automatically" in str(e): raise
@@ -362,9 +384,11 @@ def _finish(mean, std):
 def train_transform(size:int,                        # output side (the backbone's input size)
                     mean:Sequence[float]=IMAGENET_MEAN, std:Sequence[float]=IMAGENET_STD,
                     scale:tuple=(0.08, 1.0),         # area fraction of the random crop
+                    flip:bool=True,                  # mirror half the images (the paper's); False where mirroring changes the class
                    ) -> v2.Compose:
     "Random resized crop + horizontal flip + normalise, on a uint8 `(C,H,W)` tensor."
-    return v2.Compose([v2.RandomResizedCrop(size, scale=scale, antialias=True), v2.RandomHorizontalFlip(), *_finish(mean, std)])
+    flips = [v2.RandomHorizontalFlip()] if flip else []
+    return v2.Compose([v2.RandomResizedCrop(size, scale=scale, antialias=True), *flips, *_finish(mean, std)])
 
 def eval_transform(size:int, mean:Sequence[float]=IMAGENET_MEAN, std:Sequence[float]=IMAGENET_STD,
                    crop_pct:float=0.875,             # centre crop = this fraction of the resized image

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_train.ipynb #e53d843e
 from __future__ import annotations
-import math, os, tempfile, time
+import importlib.util, math, os, sys, tempfile, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,11 +16,12 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from .masking import mask_model, score_parameters, select_targets, masked_tensors
-from .files import atomic_torch_save
+from .files import CorruptFileError, checked_torch_load, checked_torch_save, stale_temps
 
 # %% auto #0
 __all__ = ['METHODS', 'cosine_schedule', 'paper_warmup', 'Classifier', 'prepare_model', 'trainable_state', 'seed_epoch',
-           'supervised_loss', 'FitResult', 'fit', 'accuracy']
+           'prev_checkpoint', 'save_checkpoint', 'remove_checkpoint', 'CheckpointWarning', 'load_checkpoint',
+           'check_finite', 'progress_mode', 'epoch_line', 'supervised_loss', 'FitResult', 'fit', 'accuracy']
 
 # %% ../nbs/04_train.ipynb #15afdf45
 def cosine_schedule(base_lr:float,          # lambda_0, the peak rate
@@ -91,7 +92,94 @@ def seed_epoch(seed:int, epoch:int, loader=None):
     gen = getattr(loader, "generator", None)
     if gen is not None: gen.manual_seed(s)
 
-# %% ../nbs/04_train.ipynb #307c604b
+# %% ../nbs/04_train.ipynb #bef81666
+def prev_checkpoint(path:str|Path) -> Path:
+    "Where the checkpoint before `path`'s is kept: `checkpoint.pt` -> `checkpoint.prev.pt`."
+    path = Path(path); return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+def save_checkpoint(state:dict, path:str|Path):
+    "Write `state` to `path` as a checked file; the file it replaces becomes `prev_checkpoint(path)`."
+    path = Path(path)
+    if path.exists(): os.replace(path, prev_checkpoint(path))
+    checked_torch_save(state, path)
+
+def remove_checkpoint(path:str|Path):
+    "Delete the checkpoint `path`, its previous copy and their leftover temporary files."
+    for p in (Path(path), prev_checkpoint(path)):
+        p.unlink(missing_ok=True)
+        for t in stale_temps(p): t.unlink(missing_ok=True)
+
+# %% ../nbs/04_train.ipynb #af9f6fe2
+class CheckpointWarning(UserWarning):
+    "A checkpoint could not be used: it was moved aside and training goes on from an earlier state."
+
+def load_checkpoint(path:str|Path, map_location=None) -> tuple[dict|None, Path|None, list[str]]:
+    "`(state, file, set_aside)`: the newest usable state of `path` or its previous copy; `state=None`: start afresh."
+    path, aside = Path(path), []
+    for p in (path, prev_checkpoint(path)):
+        if not p.exists(): continue
+        try: return checked_torch_load(p, map_location), p, aside
+        except CorruptFileError as e:
+            bad = p.with_name(p.name + ".corrupt"); os.replace(p, bad); aside.append(str(bad))
+            prev = prev_checkpoint(path)
+            then = f"from {prev}, one epoch earlier, if it is good" if p == path and prev.exists() else "from scratch"
+            warnings.warn(f"{e}. Moved it to {bad}; the run restarts {then}.", CheckpointWarning)
+    return None, None, aside
+
+# %% ../nbs/04_train.ipynb #54b5d25d
+def check_finite(modules:dict[str, nn.Module],  # name -> module: its trainable parameters and float buffers are checked
+                 epoch:int,                     # for the message
+                 metrics:dict|None=None,        # its float values are checked too (e.g. an epoch's record)
+                ):
+    "Raise `FloatingPointError` naming `epoch` and each non-finite trainable parameter, buffer or metric."
+    bad = []
+    for mn, m in modules.items():
+        ts = [(n, p) for n, p in m.named_parameters() if p.requires_grad] + list(m.named_buffers())
+        bad += [f"{mn}.{n}" for n, t in ts if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    bad += [f"{k}={v}" for k, v in (metrics or {}).items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"non-finite values after epoch {epoch}: {', '.join(bad[:6])}{' and more' if len(bad) > 6 else ''}. "
+                                 "Lower the learning rate or check the data; this epoch is neither checkpointed nor recorded")
+
+# %% ../nbs/04_train.ipynb #cb80bbd1
+def _interactive() -> bool:
+    "A terminal, or a Jupyter kernel where ipywidgets can draw tqdm's bar."
+    try:
+        if sys.stdout.isatty(): return True
+    except (AttributeError, ValueError): pass
+    ip = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return ip is not None and "IPKernelApp" in ip.config and importlib.util.find_spec("ipywidgets") is not None
+
+def progress_mode(progress:bool|str="auto") -> str|None:
+    "`fit`'s `progress` as `\"bar\"`, `\"lines\"` or None (silent); see above for `\"auto\"`."
+    if progress is True or progress == "auto": progress = os.environ.get("SMN_NB_PROGRESS") or ("bar" if _interactive() else "lines")
+    if progress in (False, None, "off"): return None
+    if progress not in ("bar", "lines"): raise ValueError(f"progress={progress!r}: use 'auto', 'bar', 'lines' or False")
+    return progress
+
+# %% ../nbs/04_train.ipynb #315397d5
+def epoch_line(rec:dict, epochs:int) -> str:
+    "One readable line for an epoch's history record: epoch i/E, train loss, metrics, active fraction, seconds."
+    skip = {"epoch", "seconds", "train_loss", "active_frac"}
+    parts = [f"epoch {rec['epoch'] + 1}/{epochs}", f"train_loss {rec['train_loss']:.4f}"]
+    parts += [f"{k} {v:.4f}" for k, v in rec.items() if k not in skip and not k.startswith("lr_") and isinstance(v, (int, float))]
+    if "active_frac" in rec: parts.append(f"active {rec['active_frac']:.4f}")
+    return "  ".join(parts + [f"{rec['seconds']:.1f}s"])
+
+class _Progress:
+    "Epoch progress as tqdm bars (mode 'bar'), one printed line per epoch ('lines'), or nothing (None)."
+    def __init__(self, mode:str|None, start:int, epochs:int):
+        self.mode, self.epochs = mode, epochs
+        self.bar = tqdm(total=epochs, initial=start, desc="epochs") if mode == "bar" else None
+    def batches(self, loader, epoch:int): return tqdm(loader, desc=f"epoch {epoch}", leave=False) if self.bar else loader
+    def epoch_done(self, rec:dict):
+        if self.bar is not None:
+            self.bar.update(); self.bar.set_postfix({k: f"{v:.3g}" for k, v in rec.items() if k in ("train_loss", "active_frac", "val_acc")})
+        elif self.mode == "lines": print(epoch_line(rec, self.epochs), flush=True)
+    def close(self):
+        if self.bar is not None: self.bar.close()
+
+# %% ../nbs/04_train.ipynb #0b498ae1
 def supervised_loss(model:nn.Module, batch) -> torch.Tensor:
     "Cross-entropy of `model(x)` against `y` for a batch `(x, y)`."
     x, y = batch
@@ -106,12 +194,100 @@ def _to(batch, device, channels_last=False):
 
 @dataclass
 class FitResult:
-    "What `fit` returns: the per-epoch history and whether it resumed from a checkpoint."
+    "What `fit` returns: the per-epoch history, where it resumed from, steps per epoch, damaged files set aside."
     history: list = field(default_factory=list)
-    resumed_from: int|None = None
+    resumed_from: int|None = None                   # the last epoch (0-based) of the checkpoint it resumed from
+    checkpoint_used: str|None = None                # that checkpoint's file (`checkpoint` or its `.prev` copy)
+    set_aside: list = field(default_factory=list)   # unusable checkpoints, moved to `*.corrupt`
+    steps_per_epoch: int = 0                        # optimiser steps per epoch (`len(train_loader)`)
+    @property
+    def seconds(self) -> float:
+        "Training seconds of every epoch in `history`, those before a resume included."
+        return float(sum(h.get("seconds", 0.0) for h in self.history))
 
+# %% ../nbs/04_train.ipynb #c506df69
+@dataclass
+class _Loop:
+    "What every epoch of `fit` uses."
+    model: nn.Module; extra: dict; opt: torch.optim.Optimizer; names: list; schedules: dict; spe: int
+    loss_fn: Callable; device: torch.device; amp: bool; channels_last: bool
+    after_backward: Callable|None; on_step: Callable|None; ckpt: Path|None
+
+def _check_schedules(names:list, schedules:dict, epochs:int, spe:int):
+    "At least one step per epoch, and a finite learning rate for each group and step."
+    if spe < 1: raise ValueError("train_loader yields no batches (len 0): fewer samples than batch_size with drop_last=True? "
+                                 "Use a smaller batch size or more data")
+    for n in names:
+        if n not in schedules: raise KeyError(f"no schedule for parameter group {n!r}; schedules given: {sorted(schedules)}")
+        s = np.asarray(schedules[n], dtype=float)
+        if len(s) != epochs * spe:
+            raise ValueError(f"schedule {n!r} has {len(s)} steps, expected epochs*steps_per_epoch = {epochs}*{spe}")
+        if not np.isfinite(s).all():
+            i = int(np.flatnonzero(~np.isfinite(s))[0])
+            raise FloatingPointError(f"the learning rate of group {n!r} is {s[i]} at epoch {i // spe}, step {i % spe} "
+                                     f"(global step {i}): a non-finite rate can only break the run")
+
+# %% ../nbs/04_train.ipynb #32efd1cc
+def _train_epoch(L:_Loop, epoch:int, batches) -> float:
+    "One epoch of SGD steps over `batches`; its mean loss. A non-finite loss raises `FloatingPointError` at once."
+    L.model.train(); [m.train() for m in L.extra.values()]
+    tot, n = torch.zeros((), device=L.device), 0
+    for i, batch in enumerate(batches):
+        step = epoch * L.spe + i
+        for g, name in zip(L.opt.param_groups, L.names): g["lr"] = float(L.schedules[name][step])
+        batch = _to(batch, L.device, L.channels_last)
+        with torch.autocast(L.device.type, dtype=torch.bfloat16, enabled=L.amp):
+            loss = L.loss_fn(L.model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {i} (global step {step}); "
+                                     f"lrs {[g['lr'] for g in L.opt.param_groups]}. Lower the learning rate, "
+                                     f"check the data, or disable amp; the last good checkpoint is {L.ckpt}")
+        L.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if L.after_backward is not None: L.after_backward(step, L.model)
+        L.opt.step()
+        if L.on_step is not None: L.on_step(step, L.model)
+        tot += loss.detach(); n += 1
+    return (tot / max(n, 1)).item()
+
+# %% ../nbs/04_train.ipynb #cb97e04a
+def _plain(v):
+    "`v` with numpy and one-element torch numbers as Python numbers (what `weights_only` loading accepts)."
+    if isinstance(v, dict): return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [_plain(x) for x in v]
+    if isinstance(v, np.generic) or (isinstance(v, torch.Tensor) and v.numel() == 1): return v.item()
+    return v
+
+def _epoch_record(L:_Loop, epoch:int, loss:float, seconds:float, val_fn:Callable|None) -> dict:
+    "The history entry of `epoch` (loss, seconds, rates, active fraction, validation metrics), checked finite."
+    rec = dict(epoch=epoch, train_loss=loss, seconds=seconds, **{f"lr_{k}": float(L.schedules[k][epoch * L.spe]) for k in L.names})
+    check_finite({"model": L.model, **L.extra}, epoch, rec)
+    sms = masked_tensors(L.model)
+    if sms: rec["active_frac"] = sum(int(s.mask().sum()) for s in sms.values()) / sum(s.score.numel() for s in sms.values())
+    if val_fn is not None: rec.update(_plain(val_fn()))
+    check_finite({}, epoch, rec)
+    return rec
+
+# %% ../nbs/04_train.ipynb #08eef027
+def _resume(L:_Loop, res:FitResult, epochs:int, mode:str|None) -> int:
+    "Restore the newest usable checkpoint into the model, optimiser, extra modules and `res`; the epoch to start at."
+    if L.ckpt is None: return 0
+    st, path, res.set_aside = load_checkpoint(L.ckpt, L.device)
+    if st is None: return 0
+    missing = set(st["model"]) - set(L.model.state_dict())
+    if missing or set(st["extra"]) != set(L.extra):
+        what = f"{sorted(missing)[:3]} not in it" if missing else f"extra state for {sorted(st['extra'])}, this run has {sorted(L.extra)}"
+        raise ValueError(f"checkpoint {path} does not fit this model: {what}; remove_checkpoint({str(L.ckpt)!r}) to start over")
+    L.model.load_state_dict(st["model"], strict=False)
+    for k, m in L.extra.items(): m.load_state_dict(st["extra"][k])
+    L.opt.load_state_dict(st["optimizer"])
+    res.history, res.resumed_from, res.checkpoint_used = st["history"], st["epoch"], str(path)
+    if mode: print(f"resumed from epoch {st['epoch'] + 1}/{epochs} (checkpoint {path})", flush=True)
+    return st["epoch"] + 1
+
+# %% ../nbs/04_train.ipynb #5dfe41e6
 def fit(model:nn.Module,
-        train_loader,                          # yields batches `loss_fn` understands
+        train_loader,                          # yields batches `loss_fn` understands; `len` = optimiser steps per epoch
         groups:list[dict],                     # named SGD parameter groups (see `prepare_model`)
         schedules:dict[str, np.ndarray],       # group name -> lr per step (len = epochs * len(train_loader))
         epochs:int,
@@ -120,74 +296,39 @@ def fit(model:nn.Module,
         seed:int=0,
         device:str|torch.device="cpu",
         amp:bool|None=None,                    # bf16 autocast; default: on for CUDA
-        checkpoint:str|Path|None=None,         # per-epoch checkpoint file; resumes from it if present
+        checkpoint:str|Path|None=None,         # per-epoch checkpoint file; resumes from it (or its `.prev` copy) if present
         extra:dict[str, nn.Module]|None=None,  # more modules whose state is checkpointed (e.g. a SwAV head)
         val_fn:Callable|None=None,             # () -> dict of metrics, run after each epoch
         after_backward:Callable|None=None,     # (global_step, model) -> None, between backward and step (e.g. freeze prototypes)
         on_step:Callable|None=None,            # (global_step, model) -> None, after each optimiser step
         on_epoch_end:Callable|None=None,       # (epoch, history) -> None, after the checkpoint is written
-        progress:bool=True,
+        progress:bool|str="auto",              # "bar", "lines" (one line per epoch), False; "auto": see `progress_mode`
        ) -> FitResult:
     "Train with SGD and per-step schedules; checkpoint every epoch; resume from `checkpoint` if it exists."
-    device = torch.device(device)
-    amp = (device.type == "cuda") if amp is None else amp
-    channels_last = device.type == "cuda"
-    spe = len(train_loader)
-    names = [g["name"] for g in groups]
-    for n in names:
-        if n not in schedules: raise KeyError(f"no schedule for parameter group {n!r}; schedules given: {sorted(schedules)}")
-        if len(schedules[n]) != epochs * spe:
-            raise ValueError(f"schedule {n!r} has {len(schedules[n])} steps, expected epochs*steps_per_epoch = {epochs}*{spe}")
+    device, extra = torch.device(device), extra or {}
+    names, spe = [g["name"] for g in groups], len(train_loader)
+    _check_schedules(names, schedules, epochs, spe)
+    mode, cuda = progress_mode(progress), device.type == "cuda"
     model.to(device)
-    if channels_last: model.to(memory_format=torch.channels_last)
-    extra = extra or {}
+    if cuda: model.to(memory_format=torch.channels_last)
     for m in extra.values(): m.to(device)
     opt = torch.optim.SGD([{k: v for k, v in g.items() if k != "name"} for g in groups], lr=0.0, momentum=momentum)
-    res, start = FitResult(), 0
-    ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.exists():
-        st = torch.load(ckpt, map_location=device, weights_only=False)
-        missing = set(st["model"]) - set(model.state_dict())
-        if missing: raise ValueError(f"checkpoint {ckpt} does not fit this model: {sorted(missing)[:3]} not in it; delete it to start over")
-        model.load_state_dict(st["model"], strict=False)
-        for k, m in extra.items(): m.load_state_dict(st["extra"][k])
-        opt.load_state_dict(st["optimizer"])
-        res.history, start = st["history"], st["epoch"] + 1
-        res.resumed_from = st["epoch"]
-    bar = tqdm(range(start, epochs), desc="epochs", disable=not progress, initial=start, total=epochs)
-    for epoch in bar:
-        seed_epoch(seed, epoch, train_loader)
-        model.train(); [m.train() for m in extra.values()]
-        t0, tot, n = time.time(), torch.zeros((), device=device), 0
-        for i, batch in enumerate(tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not progress)):
-            step = epoch * spe + i
-            for g, name in zip(opt.param_groups, names): g["lr"] = float(schedules[name][step])
-            batch = _to(batch, device, channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = loss_fn(model, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {i} (global step {step}); "
-                                         f"lrs {[g['lr'] for g in opt.param_groups]}. Lower the learning rate, "
-                                         f"check the data, or disable amp; the last good checkpoint is {ckpt}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if after_backward is not None: after_backward(step, model)
-            opt.step()
-            if on_step is not None: on_step(step, model)
-            tot += loss.detach(); n += 1
-        rec = dict(epoch=epoch, train_loss=(tot / max(n, 1)).item(), seconds=time.time() - t0,
-                   **{f"lr_{k}": float(schedules[k][epoch * spe]) for k in names})
-        sms = masked_tensors(model)
-        if sms:
-            a = sum(int(s.mask().sum()) for s in sms.values()); t = sum(s.score.numel() for s in sms.values())
-            rec["active_frac"] = a / t
-        if val_fn is not None: rec.update(val_fn())
-        res.history.append(rec)
-        if ckpt is not None:
-            atomic_torch_save(dict(model=trainable_state(model), extra={k: m.state_dict() for k, m in extra.items()},
-                                   optimizer=opt.state_dict(), epoch=epoch, history=res.history), ckpt)
-        bar.set_postfix({k: f"{v:.3g}" for k, v in rec.items() if k in ("train_loss", "active_frac", "val_acc")})
-        if on_epoch_end is not None: on_epoch_end(epoch, res.history)
+    L = _Loop(model, extra, opt, names, schedules, spe, loss_fn, device, cuda if amp is None else amp, cuda,
+              after_backward, on_step, Path(checkpoint) if checkpoint else None)
+    res = FitResult(steps_per_epoch=spe)
+    prog = _Progress(mode, start := _resume(L, res, epochs, mode), epochs)
+    try:
+        for epoch in range(start, epochs):
+            seed_epoch(seed, epoch, train_loader); t0 = time.time()
+            loss = _train_epoch(L, epoch, prog.batches(train_loader, epoch))
+            res.history.append(_epoch_record(L, epoch, loss, time.time() - t0, val_fn))
+            if L.ckpt is not None:
+                save_checkpoint(dict(model=trainable_state(model), extra={k: m.state_dict() for k, m in extra.items()},
+                                     optimizer=opt.state_dict(), epoch=epoch, history=res.history), L.ckpt)
+            prog.epoch_done(res.history[-1])
+            if on_epoch_end is not None: on_epoch_end(epoch, res.history)
+    finally: prog.close()
+    if L.ckpt is not None: prev_checkpoint(L.ckpt).unlink(missing_ok=True)
     return res
 
 # %% ../nbs/04_train.ipynb #f0ec54dd

@@ -1,34 +1,38 @@
-"nbs/run.ipynb through papermill, as a user runs it: each method on the offline default, shortened."
-import json
+"nbs/run.ipynb and nbs/demo.ipynb through papermill, as a user runs them; and the trust guarantees of a run."
+import json, pickle, subprocess, sys
 from pathlib import Path
+from unittest import mock
 
 import papermill as pm
 import pytest
+from filelock import FileLock
+
+from smn_nb import experiment as E
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / "nbs" / "run.ipynb"
-RECORD_KEYS = {"run_id", "params", "hparams", "metrics", "history", "seconds", "device", "env", "n_train_labelled"}
+RECORD_KEYS = {"run_id", "status", "params", "hparams", "metrics", "history", "seconds", "device", "env", "n_train_labelled", "warnings"}
 
 
 def run(tmp_path, **params):
-    out_dir = tmp_path / "runs"
+    runs = tmp_path / "runs"
     pm.execute_notebook(str(NB), str(tmp_path / "out.ipynb"), cwd=str(tmp_path), progress_bar=False,
-                        parameters=dict(out_dir=str(out_dir), device="cpu", **params))
-    (rec,) = [json.loads(f.read_text()) for f in out_dir.glob("*/result.json")]
-    return rec, out_dir / rec["run_id"]
+                        parameters=dict(runs_dir=str(runs), device="cpu", **params))
+    recs = [json.loads(f.read_text()) for f in runs.glob("*/result.json")]
+    (rec,) = [r for r in recs if r["params"]["method"] == params.get("method", "M") and r["status"] == "finished"]
+    return rec, runs / rec["run_id"]
 
 
 @pytest.mark.parametrize("method", ["knn", "lp", "M", "FFT", "SMN", "STN", "topk"])
-def test_each_method_writes_a_record(tmp_path, method):
+def test_each_method_writes_a_finished_record(tmp_path, method):
     rec, folder = run(tmp_path, method=method, epochs=1)
     assert RECORD_KEYS <= set(rec), RECORD_KEYS - set(rec)
-    assert rec["params"]["method"] == method and rec["params"]["dataset"] == "digits"
-    assert 0.0 <= rec["metrics"]["test_acc"] <= 1.0
-    assert rec["env"]["torch"]
+    assert rec["status"] == "finished" and rec["params"]["method"] == method and rec["params"]["dataset"] == "digits"
+    assert 0.0 <= rec["metrics"]["test_acc"] <= 1.0 and rec["env"]["torch"]
+    assert not list(folder.glob("checkpoint*")) and not list(folder.glob(".*.tmp"))
     if method == "M":
         assert (folder / "mask.smn").exists() and rec["mask_file_bytes"] == (folder / "mask.smn").stat().st_size
-        assert 0 < rec["active_frac"] <= 1 and rec["adaptation_bits_1bit"] == rec["n_masked"]
-        assert len(rec["history"]) == 1 and not (folder / "checkpoint.pt").exists()
+        assert 0 < rec["active_frac"] <= 1 and rec["adaptation_bits_1bit"] == rec["n_masked"] and len(rec["history"]) == 1
     if method in ("SMN", "topk"):
         assert (folder / "mask.smn").exists() and 0 < rec["active_frac"] <= 1
     if method == "topk":
@@ -42,35 +46,43 @@ def test_each_method_writes_a_record(tmp_path, method):
 
 def test_mask_file_rebuilds_the_adapted_network(tmp_path):
     import torch
-    from smn_nb import backbones as B, data as D
+    from smn_nb import backbones as B
     from smn_nb.masking import load_masks
     from smn_nb.train import Classifier, accuracy
-    from smn_nb.experiment import _loaders, validate_params
     rec, folder = run(tmp_path, method="M", epochs=1)
     bb = B.get_backbone(rec["params"]["model"])
     info = load_masks(bb, folder / "mask.smn", backbone=rec["params"]["model"])
     head = torch.nn.Linear(bb.spec.embed_dim, len(info["extra"]["head"]["bias"]))
     head.load_state_dict(info["extra"]["head"])
-    L = _loaders(validate_params(**{k: v for k, v in rec["params"].items()}), bb.spec, "cpu")
+    L = E._loaders(E.validate_params(**rec["params"]), bb.spec, "cpu")
     assert accuracy(Classifier(bb, head), L["test"]) == pytest.approx(rec["metrics"]["test_acc"], abs=1e-9)
 
 
-def test_rerun_skips_and_bad_parameter_fails_clearly(tmp_path):
+def test_rerun_skips_and_bad_parameters_fail_clearly(tmp_path):
     rec, _ = run(tmp_path, method="lp", epochs=1)
     rec2, _ = run(tmp_path, method="lp", epochs=1)
     assert rec2["seconds"] == rec["seconds"]                      # the finished record was reused
     with pytest.raises(pm.PapermillExecutionError, match="is not one of"):
         run(tmp_path, method="LoRA")
+    with pytest.raises(pm.PapermillExecutionError, match="did you mean 'dataset'.*valid parameters: dataset, model"):
+        run(tmp_path, method="lp", datset="dtd")                 # a misspelled -p name is an error, not a warning
+    with pytest.raises(pm.PapermillExecutionError, match="applies to method='topk' only"):
+        run(tmp_path, method="lp", density=0.3)
+
+
+def test_help_notebook_lists_every_parameter():
+    out = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(NB)], capture_output=True, text=True, check=True)
+    text = out.stdout + out.stderr
+    assert "Unable to parse" not in text
+    for q in E.PARAMS: assert f"  {q.name}: {q.type} (default {q.default!r})" in text, q.name
 
 
 def test_topk_at_the_density_smn_found(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="run it first"):
-        run(tmp_path, method="topk", density="smn", epochs=1)
+        run(tmp_path, method="topk", density="smn", epochs=1)          # leaves a failed record: never a result
+    assert [json.loads(f.read_text())["status"] for f in (tmp_path / "runs").glob("*/result.json")] == ["failed"]
     smn, _ = run(tmp_path, method="SMN", epochs=1, lr=500.0)      # a high lr so the mask really moves in one epoch
-    out = tmp_path / "runs"
-    pm.execute_notebook(str(NB), str(tmp_path / "out2.ipynb"), cwd=str(tmp_path), progress_bar=False,
-                        parameters=dict(out_dir=str(out), device="cpu", method="topk", density="smn", epochs=1, lr=500.0))
-    (topk,) = [json.loads(f.read_text()) for f in out.glob("*_topk_*/result.json")]
+    topk, _ = run(tmp_path, method="topk", density="smn", epochs=1, lr=500.0)
     assert topk["density"] == smn["active_frac"] < 1.0
     assert abs(topk["active_frac"] - smn["active_frac"]) < 1e-3
 
@@ -86,3 +98,62 @@ def test_clip_path_with_zero_shot_head(tmp_path, method):
         assert len(rec["active_per_tensor"]) == 2 * 8                        # 2 blocks x (q/k/v, out, fc1, fc2) x (w, b)
     else:
         assert rec["n_trained"] > 0
+
+
+def test_a_run_gone_nan_is_never_recorded_finished(tmp_path):
+    real = E.resolve_hparams                                      # lr=nan is refused by the checks, so break the run inside
+    with mock.patch.object(E, "resolve_hparams", lambda *a, **k: dict(real(*a, **k), lr=float("nan"))):
+        with pytest.raises(FloatingPointError):
+            E.run_experiment(method="M", epochs=1, runs_dir=str(tmp_path), device="cpu")
+    (rec,) = [json.loads(f.read_text()) for f in tmp_path.glob("*/result.json")]
+    assert rec["status"] == "failed" and "FloatingPointError" in rec["error"]
+    assert E.load_results(tmp_path).empty and E.finished_record(tmp_path / rec["run_id"]) is None
+
+
+class _Payload:
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (Path.touch, (Path(self.marker),))
+
+
+def test_a_planted_checkpoint_runs_no_code(tmp_path):
+    p, hp = E.plan(method="M", epochs=1, runs_dir=str(tmp_path), device="cpu")
+    folder = tmp_path / E.run_id(p, hp); folder.mkdir()
+    marker = tmp_path / "pwned"
+    (folder / "checkpoint.pt").write_bytes(pickle.dumps({"model": _Payload(marker)}))
+    rec = E.run_experiment(method="M", epochs=1, runs_dir=str(tmp_path), device="cpu")   # restarts from scratch
+    assert not marker.exists() and rec["status"] == "finished" and rec["resumed_from"] is None
+
+
+def test_an_interrupted_run_resumes_and_counts_all_its_time(tmp_path):
+    real_fit = E.fit
+    def fit_then_stop(*a, **k):                                   # Ctrl-C right after the first epoch's checkpoint
+        k["on_epoch_end"] = lambda epoch, history: (_ for _ in ()).throw(KeyboardInterrupt())
+        return real_fit(*a, **k)
+    with mock.patch.object(E, "fit", fit_then_stop), pytest.raises(KeyboardInterrupt):
+        E.run_experiment(method="M", epochs=2, runs_dir=str(tmp_path), device="cpu")
+    rec = E.run_experiment(method="M", epochs=2, runs_dir=str(tmp_path), device="cpu")
+    assert rec["resumed_from"] == 0 and len(rec["history"]) == 2
+    assert rec["seconds"] >= rec["history"][0]["seconds"] + rec["history"][1]["seconds"]
+    assert "resumed after epoch 0" in E.summary(rec)
+
+
+def test_one_run_at_a_time_and_an_unwritable_runs_dir_fails_before_training(tmp_path):
+    p, hp = E.plan(method="lp", runs_dir=str(tmp_path))
+    folder = tmp_path / E.run_id(p, hp); folder.mkdir()
+    with FileLock(folder / ".lock"):                              # another process doing this run
+        with pytest.raises(E.RunInProgress, match="in progress in another process"):
+            E.run_experiment(method="lp", runs_dir=str(tmp_path))
+    (tmp_path / "a_file").write_text("")
+    with mock.patch.object(E, "_execute", side_effect=AssertionError("trained anyway")):
+        with pytest.raises(OSError, match="writable folder"):
+            E.run_experiment(method="M", runs_dir=str(tmp_path / "a_file" / "runs"))
+
+
+def test_demo_notebook_compares_methods(tmp_path):
+    demo = ROOT / "nbs" / "demo.ipynb"
+    nb = pm.execute_notebook(str(demo), str(tmp_path / "demo.ipynb"), cwd=str(tmp_path), progress_bar=False,
+                             parameters=dict(seeds=[0, 1], epochs=1, device="cpu", runs_dir=str(tmp_path / "runs")))
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    for line in ("frozen + kNN", "frozen + linear probe", "M + its own head", "M + kNN", "M + linear probe"):
+        assert line in text
+    assert "M stores" in text and len(E.load_results(tmp_path / "runs")) == 4
