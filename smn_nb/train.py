@@ -143,12 +143,13 @@ def check_finite(modules:dict[str, nn.Module],  # name -> module: its trainable 
 
 # %% ../nbs/04_train.ipynb #cb80bbd1
 def _interactive() -> bool:
-    "A terminal, or a Jupyter kernel where ipywidgets can draw tqdm's bar."
+    "A terminal, or a kernel of a Jupyter server (JupyterLab) where ipywidgets can draw tqdm's bar; not papermill."
     try:
         if sys.stdout.isatty(): return True
     except (AttributeError, ValueError): pass
     ip = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
-    return ip is not None and "IPKernelApp" in ip.config and importlib.util.find_spec("ipywidgets") is not None
+    served = "JPY_SESSION_NAME" in os.environ          # set by jupyter_server for its kernels; papermill's kernels lack it
+    return ip is not None and "IPKernelApp" in ip.config and served and importlib.util.find_spec("ipywidgets") is not None
 
 def progress_mode(progress:bool|str="auto") -> str|None:
     "`fit`'s `progress` as `\"bar\"`, `\"lines\"` or None (silent); see above for `\"auto\"`."
