@@ -209,7 +209,7 @@ def _missing(spec:BackboneSpec, err:BaseException|None=None) -> FileNotFoundErro
                                  f"or pass weights=PATH.")
     src = f"{spec.arch} tag {spec.hub!r}" if spec.hub else f"{spec.url}"
     return FileNotFoundError(f"pretrained weights for {spec.name!r} are not reachable from {src}{why}. "
-                             f"Download {spec.url} and pass weights=PATH, or save it as {where}.")
+                             f"Download {spec.url} and pass weights=PATH (a run: -p weights PATH), or save it as {where}.")
 
 # %% ../nbs/02_backbones.ipynb #e5a3a774
 def _build(spec:BackboneSpec) -> tuple[nn.Module, nn.Module|None]:

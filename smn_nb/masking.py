@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
 
+import constriction
 import numpy as np
 import pandas as pd
 import torch
@@ -18,10 +19,11 @@ from torch.nn.utils import parametrize
 from .files import atomic_write
 
 # %% auto #0
-__all__ = ['MASK_MODES', 'PRESETS', 'CODECS', 'MASK_FORMAT', 'topk_mask', 'ScoreMask', 'select_targets', 'mask_model',
-           'masked_tensors', 'score_parameters', 'binary_entropy', 'mask_stats', 'MaskFileError', 'rice_encode',
-           'rice_decode', 'mask_digest', 'encode_mask', 'decode_mask', 'arch_signature', 'save_masks', 'read_mask_file',
-           'load_masks', 'merge']
+__all__ = ['MASK_MODES', 'PRESETS', 'CTX_BINS', 'CTX_PRIOR', 'CTX_BACKOFF', 'CODECS', 'MASK_FORMAT', 'topk_mask', 'ScoreMask',
+           'select_targets', 'mask_model', 'masked_tensors', 'score_parameters', 'binary_entropy', 'mask_stats',
+           'MaskFileError', 'rice_encode', 'rice_decode', 'weight_bins', 'channel_bins', 'ctx_encode', 'ctx_decode',
+           'mask_digest', 'encode_mask', 'decode_mask', 'arch_signature', 'weights_fingerprint', 'save_masks',
+           'read_mask_file', 'load_masks', 'file_breakdown', 'merge']
 
 # %% ../nbs/01_masking.ipynb #e77e7da3
 class _ThresholdMask(torch.autograd.Function):
@@ -284,14 +286,80 @@ def rice_decode(unary:bytes, rem:bytes, n:int, k:int) -> np.ndarray:
         for j in range(k): r = (r << 1) | rb[:, j]   # MSB first; (n, k) uint8, no (n, k) int64 copy
     return (q << k) + r
 
+# %% ../nbs/01_masking.ipynb #97c1252b
+CTX_BINS, CTX_PRIOR = 16, 4.0      # |w| quantile bins per tensor (and per output channel); prior strength
+CTX_BACKOFF = 64.0                 # pseudo-counts pulling a (tensor bin, channel bin) rate towards its tensor bin's
+
+def _row_bins(a:np.ndarray, k:int, sample:int=4096) -> np.ndarray:
+    "Bin `0..k-1` of each entry of the rows of `a` (2-d |w|) among `k` quantiles of its row, as uint8."
+    f = a.shape[1]
+    s = a if f <= sample else a[:, (np.arange(sample, dtype=np.int64) * 2654435761) % f]   # a fixed, spread sample
+    idx = (np.arange(1, k) * s.shape[1]) // k
+    thr, out = np.partition(s, idx, axis=1)[:, idx], np.zeros(a.shape, dtype=np.uint8)
+    for j in range(k - 1): out += a >= thr[:, j:j + 1]
+    return out.reshape(-1)
+
+def weight_bins(w:np.ndarray,       # the base weights of one tensor (any shape)
+                k:int=CTX_BINS,     # number of (nearly) equal-count bins
+               ) -> np.ndarray:
+    "Bin `0..k-1` of each `|w|` among its tensor's `k` quantiles; thresholds are order statistics of a fixed sample (exact)."
+    a = np.abs(np.asarray(w, dtype=np.float32).reshape(1, -1))
+    return _row_bins(a, k, 1 << 16) if a.size else np.zeros(0, dtype=np.uint8)
+
+def channel_bins(w:np.ndarray, k:int=CTX_BINS) -> np.ndarray:
+    "Bin `0..k-1` of each `|w|` among the `k` quantiles of its output channel (`w[c]`; the whole tensor if 1-d)."
+    w = np.asarray(w, dtype=np.float32)
+    a = np.abs(w.reshape(w.shape[0] if w.ndim > 1 else 1, -1))
+    return _row_bins(a, k) if a.size else np.zeros(0, dtype=np.uint8)
+
+def _ctx_walk(w:np.ndarray, zeros:int, code:Callable) -> np.ndarray:
+    "Walk the chunks; `code(p, lo, hi)` (de)codes symbols `lo:hi` (1 = zero) under `p` and returns them."
+    K, b = CTX_BINS, weight_bins(w).astype(np.intp); c = b * K + channel_bins(w)
+    n, z1, n1, z2, n2 = len(b), np.zeros(K), np.zeros(K), np.zeros(K * K), np.zeros(K * K)
+    out, r, lo, step = np.empty(n, dtype=np.int32), zeros / max(n, 1), 0, 64
+    while lo < n:
+        hi = min(n, lo + step); bb, cc = b[lo:hi], c[lo:hi]
+        p1 = np.repeat((z1 + CTX_PRIOR * r) / (n1 + CTX_PRIOR), K)              # p(zero | tensor bin)
+        p = np.clip((z2 + CTX_BACKOFF * p1) / (n2 + CTX_BACKOFF), 1e-6, 1 - 1e-6)[cc]   # p(zero | both bins)
+        out[lo:hi] = s = code(p, lo, hi)
+        z1 += np.bincount(bb, weights=s, minlength=K); n1 += np.bincount(bb, minlength=K)
+        z2 += np.bincount(cc, weights=s, minlength=K * K); n2 += np.bincount(cc, minlength=K * K)
+        lo, step = hi, min(2 * step, 1 << 16)
+    return out
+
+def _bernoulli(): return constriction.stream.model.Bernoulli(perfect=False)
+
+# %% ../nbs/01_masking.ipynb #0a15b6eb
+def ctx_encode(m:np.ndarray,   # flat bool mask
+               w:np.ndarray,   # the base weights it masks (same number of entries)
+              ) -> bytes:
+    "Range-code the zeros of `m` under the `|w|`-bin context model; the payload is little-endian 32-bit words."
+    zero = (~np.asarray(m, dtype=bool).reshape(-1)).astype(np.int32)
+    enc, fam = constriction.stream.queue.RangeEncoder(), _bernoulli()
+    def code(p, lo, hi): enc.encode(zero[lo:hi], fam, p); return zero[lo:hi]
+    _ctx_walk(w, int(zero.sum()), code)
+    return enc.get_compressed().astype("<u4").tobytes()
+
+def ctx_decode(payload:bytes, n:int, zeros:int, w:np.ndarray) -> np.ndarray:
+    "Inverse of `ctx_encode`: the flat bool mask of `n` weights with `zeros` zeros, given the same base weights `w`."
+    _need(len(payload) % 4 == 0, f"a ctx stream is whole 32-bit words, not {len(payload)} bytes")
+    _need(np.size(w) == n, f"its base weights have {np.size(w)} entries, the mask {n}")
+    dec, fam = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32)), _bernoulli()
+    def code(p, lo, hi): return np.asarray(dec.decode(fam, p), dtype=np.int32)
+    try: zero = _ctx_walk(w, zeros, code)
+    except Exception as e: raise MaskFileError(f"its ctx stream cannot be decoded ({type(e).__name__}: {str(e)[:80]})") from None
+    return zero == 0
+
 # %% ../nbs/01_masking.ipynb #875aa68f
-CODECS = ("raw", "rice", "lzma", "bz2")
+CODECS = ("raw", "rice", "lzma", "bz2", "ctx")
 
 def mask_digest(m:np.ndarray) -> str:
     "First 16 hex digits of the SHA-256 of a flat bool mask's packed bits."
     return hashlib.sha256(np.packbits(np.asarray(m, dtype=bool).reshape(-1)).tobytes()).hexdigest()[:16]
 
-def encode_mask(m:np.ndarray) -> tuple[dict, bytes]:
+def encode_mask(m:np.ndarray,
+                weights:np.ndarray|None=None, # the base weights `m` masks: enables the `ctx` codec
+               ) -> tuple[dict, bytes]:
     "Code a flat bool mask with the smallest of `CODECS`; return (header entry, payload bytes)."
     m = np.asarray(m, dtype=bool).reshape(-1)
     n, ones = m.size, int(m.sum())
@@ -307,6 +375,9 @@ def encode_mask(m:np.ndarray) -> tuple[dict, bytes]:
         cands["rice"] = (dict(k=k, n_rare=len(pos), ulen=len(u)), u + r)
     cands["lzma"] = (dict(), lzma.compress(packed, preset=9 | lzma.PRESET_EXTREME))
     cands["bz2"] = (dict(), bz2.compress(packed, 9))
+    if weights is not None:
+        if np.size(weights) != n: raise ValueError(f"weights has {np.size(weights)} entries, the mask {n}")
+        if 0 < ones < n: cands["ctx"] = (dict(bins=CTX_BINS), ctx_encode(m, weights))
     codec = min(cands, key=lambda c: len(cands[c][1]))
     info, payload = cands[codec]
     return dict(codec=codec, n=n, minority=bool(minority), ones=ones, digest=mask_digest(m), **info), payload
@@ -326,6 +397,10 @@ def _check_code(info:dict, size:int):
     _need(isinstance(info["digest"], str) and re.fullmatch("[0-9a-f]{16}", info["digest"]), f"digest={info['digest']!r} is not 16 hex digits")
     _need(isinstance(codec, str) and codec in CODECS, f"codec={codec!r} is not one of {CODECS}")
     if codec == "raw": _need(size == (n + 7) // 8, f"a raw mask of {n} bits takes {(n + 7) // 8} bytes, not {size}")
+    if codec == "ctx":
+        b = info.get("bins")
+        _need(_nat(b) and b == CTX_BINS and size % 4 == 0, f"a ctx entry needs bins={CTX_BINS} (has {b!r}) and whole 32-bit words ({size} bytes)")
+        _need(0 < ones < n, f"a ctx entry codes a mask holding both values, not {ones} ones of {n}")
     if codec != "rice": return
     k, nr, ulen = (info.get(f) for f in ("k", "n_rare", "ulen"))
     _need(_nat(k, n.bit_length() + 2) and (nr or k == 0), f"k={k!r} is not an int in [0, {n.bit_length() + 2}] (0 if no gaps)")
@@ -355,11 +430,16 @@ def _rice_mask(info:dict, payload:bytes) -> np.ndarray:
     return m if info["minority"] else ~m
 
 # %% ../nbs/01_masking.ipynb #0a010c29
-def decode_mask(info:dict, payload:bytes) -> np.ndarray:
+def decode_mask(info:dict, payload:bytes,
+                weights:np.ndarray|None=None, # the base weights: needed by the `ctx` codec
+               ) -> np.ndarray:
     "Inverse of `encode_mask`: a flat bool array, checked against the count and digest the writer stored."
     _check_code(info, len(payload))
     n, codec = info["n"], info["codec"]
     if codec == "rice": m = _rice_mask(info, payload)
+    elif codec == "ctx":
+        _need(weights is not None, "it is coded against its base weights: pass `weights=`")
+        m = ctx_decode(payload, n, n - info["ones"], weights)
     else:
         packed = payload if codec == "raw" else _decompress(codec, payload, (n + 7) // 8)
         m = np.unpackbits(np.frombuffer(packed, np.uint8), count=n).astype(bool)
@@ -370,7 +450,7 @@ def decode_mask(info:dict, payload:bytes) -> np.ndarray:
 
 # %% ../nbs/01_masking.ipynb #859b4744
 _MAGIC = b"SMNMASK1"
-MASK_FORMAT = 2                   # the header layout written and read here (readable formats: this one only)
+MASK_FORMAT = 3                   # the header layout written and read here (readable formats: this one only)
 
 def _torch_bytes(obj) -> bytes:
     buf = io.BytesIO(); torch.save(obj, buf); return buf.getvalue()
@@ -400,26 +480,57 @@ def _arch_mismatch(mine:list, theirs:list) -> str|None:
         if k not in b: return f"tensor {k!r} is in this model but not in the file's"
     return None
 
+# %% ../nbs/01_masking.ipynb #1874d8b6
+def _base_weights(model:nn.Module, names:Iterable[str]) -> dict[str, torch.Tensor]:
+    "The frozen base tensor behind each name: `parametrizations.<p>.original` if it is masked, else the parameter."
+    out = {}
+    for name in names:
+        mn, _, pn = name.rpartition(".")
+        mod = model.get_submodule(mn)
+        out[name] = mod.parametrizations[pn].original if parametrize.is_parametrized(mod, pn) else getattr(mod, pn)
+    return out
+
+def weights_fingerprint(ws:dict[str, torch.Tensor]) -> str:
+    "SHA-256 (hex) over each tensor's name, shape and float32 bytes, in order: which base weights a mask file needs."
+    h = hashlib.sha256()
+    for name, t in ws.items():
+        h.update(f"{name}{list(t.shape)}".encode())
+        h.update(t.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+# %% ../nbs/01_masking.ipynb #8ecb04c6
+def _pack_buffers(model:nn.Module, half:bool) -> dict[str, torch.Tensor]:
+    "The buffers as views of one flat tensor per dtype; if `half`, float32 as float16 (if all stay finite), no step counts."
+    bufs = {k: v.detach().cpu() for k, v in model.named_buffers() if not (half and k.endswith("num_batches_tracked"))}
+    for dt in dict.fromkeys(v.dtype for v in bufs.values()):
+        ks = [k for k, v in bufs.items() if v.dtype == dt]
+        flat = torch.cat([bufs[k].reshape(-1) for k in ks])
+        if half and dt == torch.float32 and bool(torch.isfinite(flat.half()).eq(torch.isfinite(flat)).all()): flat = flat.half()
+        o = 0
+        for k in ks: n = bufs[k].numel(); bufs[k] = flat[o:o + n].view(bufs[k].shape); o += n
+    return bufs
+
 # %% ../nbs/01_masking.ipynb #4903938d
 def save_masks(model:nn.Module,
                path:str|Path,          # where to write (atomically)
                meta:dict|None=None,    # JSON-able run info; put the backbone id under "backbone"
                extra:dict|None=None,   # extra tensors/state to store, e.g. {"head": head.state_dict()}
                buffers:bool=True,      # store the model's buffers (BatchNorm running stats)
+               half_buffers:bool=False, # float32 buffers as float16 if all stay finite, no step counts (lossy: off by default)
               ) -> dict:
-    "Write the masks of `model` (entropy-coded), its buffers and `extra` to `path`; return the header."
+    "Write the masks of `model` (entropy-coded against its base weights), its buffers and `extra` to `path`; return the header."
     sms = masked_tensors(model)
     if not sms: raise ValueError("the model has no masked tensors: call `mask_model` first")
-    entries, blobs, off = [], [], 0
+    ws, entries, blobs, off = _base_weights(model, sms), [], [], 0
     for name, sm in sms.items():
-        info, blob = encode_mask(sm.mask().cpu().numpy())
+        info, blob = encode_mask(sm.mask().cpu().numpy(), weights=ws[name].detach().cpu().float().numpy())
         entries.append(dict(name=name, shape=list(sm.score.shape), mode=sm.mode, mu=sm.mu, s0=sm.s0,
                             density=sm.density, offset=off, length=len(blob), **info))
         blobs.append(blob); off += len(blob)
-    bufs = {k: v.detach().cpu() for k, v in model.named_buffers()} if buffers else {}
-    state = _torch_bytes(dict(buffers=bufs, extra=extra or {}))
-    header = dict(format=MASK_FORMAT, meta=meta or {}, tensors=entries, arch=arch_signature(model), state_offset=off,
-                  state_length=len(state), mask_bits=8 * off, n_masked=int(sum(e["n"] for e in entries)))
+    state = _torch_bytes(dict(buffers=_pack_buffers(model, half_buffers) if buffers else {}, extra=extra or {}))
+    header = dict(format=MASK_FORMAT, meta=meta or {}, tensors=entries, arch=arch_signature(model),
+                  weights_sha256=weights_fingerprint(ws), state_offset=off, state_length=len(state), mask_bits=8 * off,
+                  n_masked=int(sum(e["n"] for e in entries)))
     hb = zlib.compress(json.dumps(header).encode(), 9)
     body = struct.pack("<I", len(hb)) + hb + b"".join(blobs) + state
     with atomic_write(path) as f: f.write(_MAGIC + hashlib.sha256(body).digest() + body)
@@ -460,14 +571,18 @@ def _check_entry(e:dict, i:int):
     except MaskFileError as err: raise MaskFileError(f"tensor {e['name']!r}: {err}") from None
 
 # %% ../nbs/01_masking.ipynb #ac4d002c
-_HEADER_KEYS = ("format", "meta", "tensors", "arch", "state_offset", "state_length", "mask_bits", "n_masked")
+_HEADER_KEYS = ("format", "meta", "tensors", "arch", "weights_sha256", "state_offset", "state_length", "mask_bits", "n_masked")
 
 def _check_header(h:dict, size:int):
     "Check every field of a mask file's header, and that masks then state tile its `size`-byte payload exactly."
     fmt = h.get("format")
+    _need(not (_nat(fmt) and fmt == 2), "format 2 (masks coded without their base weights) cannot be read by this "
+          f"smn_nb, which reads format {MASK_FORMAT}: load it with the smn_nb that wrote it, then `save_masks` it with this one")
     _need(_nat(fmt) and fmt == MASK_FORMAT, f"format {fmt!r} cannot be read; readable formats: [{MASK_FORMAT}]")
     missing = [k for k in _HEADER_KEYS if k not in h]
     _need(not missing, f"its header lacks {missing}")
+    fp = h["weights_sha256"]
+    _need(isinstance(fp, str) and re.fullmatch("[0-9a-f]{64}", fp), f"its weights_sha256 {str(fp)[:80]!r} is not 64 hex digits")
     _need(isinstance(h["meta"], dict), f"its meta is a {type(h['meta']).__name__}, not an object")
     arch = h["arch"]
     _need(isinstance(arch, list) and all(isinstance(a, list) and len(a) == 2 and isinstance(a[0], str) and _shape_ok(a[1])
@@ -506,7 +621,7 @@ def read_mask_file(path:str|Path) -> tuple[dict, bytes]:
 
 # %% ../nbs/01_masking.ipynb #1b2a6248
 def _decode_all(model:nn.Module, header:dict, payload:bytes) -> dict[str, torch.Tensor]:
-    "Decode every mask of a checked header, each for a parameter of `model` of the same shape."
+    "Decode every mask of a checked header against `model`'s base weights, each for a parameter of the same shape."
     shapes, bufs, present, masks = _param_shapes(model), dict(model.named_buffers()), masked_tensors(model), {}
     for e in header["tensors"]:
         name = e["name"]
@@ -515,7 +630,13 @@ def _decode_all(model:nn.Module, header:dict, payload:bytes) -> dict[str, torch.
         _need(shapes[name] == e["shape"], f"does not fit this model: tensor {name!r} has shape {shapes[name]}, the file has {e['shape']}")
         mode = present[name].mode if name in present else e["mode"]
         _need(mode != "topk" or e["ones"], f"tensor {name!r}: a top-k mask keeps at least one weight, this one has none")
-        try: masks[name] = torch.from_numpy(decode_mask(e, payload[e["offset"]:e["offset"] + e["length"]])).view(e["shape"])
+    ws = _base_weights(model, [e["name"] for e in header["tensors"]])
+    mine, theirs = weights_fingerprint(ws), header["weights_sha256"]
+    _need(mine == theirs, f"its masks were learned on other base weights (fingerprint {theirs[:16]}, this model's {mine[:16]}): "
+          "load it onto the checkpoint it was trained from")
+    for e in header["tensors"]:
+        name, blob = e["name"], payload[e["offset"]:e["offset"] + e["length"]]
+        try: masks[name] = torch.from_numpy(decode_mask(e, blob, weights=ws[name].detach().cpu().float().numpy())).view(e["shape"])
         except MaskFileError as err: raise MaskFileError(f"tensor {name!r}: {err}") from None
     return masks
 
@@ -567,6 +688,22 @@ def load_masks(model:nn.Module,
     with torch.no_grad():
         for k, v in bufs.items(): own[k].copy_(v)
     return dict(header, extra=extra)
+
+# %% ../nbs/01_masking.ipynb #990ff82c
+def file_breakdown(path:str|Path) -> dict:
+    "Bytes of a mask file by part (header, masks, buffers, extra), codecs used, and its masks' order-0 entropy in bits."
+    header, payload = read_mask_file(path)
+    with _reading(path):
+        o = header["state_offset"]
+        st = torch.load(io.BytesIO(payload[o:o + header["state_length"]]), weights_only=True)
+        _need(isinstance(st, dict) and "buffers" in st and "extra" in st, "its state is not {'buffers': ..., 'extra': ...}")
+    extra = len(_torch_bytes(dict(buffers=st["buffers"], extra=st["extra"]))) - len(_torch_bytes(dict(buffers=st["buffers"], extra={})))
+    ts = header["tensors"]
+    codecs = {c: sum(e["codec"] == c for e in ts) for c in CODECS if any(e["codec"] == c for e in ts)}
+    size = Path(path).stat().st_size
+    return dict(file_bytes=size, header_bytes=size - len(payload), mask_bytes=o, state_bytes=header["state_length"] - extra,
+                extra_bytes=extra, n_masked=header["n_masked"], codecs=codecs,
+                entropy_bits=float(sum(e["n"] * binary_entropy(e["ones"] / e["n"]) for e in ts if e["n"])))
 
 # %% ../nbs/01_masking.ipynb #e322e336
 def merge(model:nn.Module,

@@ -16,7 +16,8 @@ from torch.nn.utils import parametrize
 from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
-from .files import atomic_torch_save
+import warnings
+from .files import checked_torch_save, checked_torch_load, CorruptFileError
 
 # %% auto #0
 __all__ = ['DEFAULT_C_GRID', 'embed', 'state_digest', 'embedding_cache_key', 'cached_embed', 'knn_predict', 'knn_accuracy',
@@ -86,15 +87,19 @@ def cached_embed(model:Callable, loader:Iterable,
                  key:str,                   # from `embedding_cache_key`
                  device="cpu", amp:bool=False, progress:bool=True,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    "`embed`, but load `cache_dir/key.pt` if present, else compute and save it atomically."
+    "`embed`, but load `cache_dir/key.pt` if present and intact (checksummed), else compute and save it atomically."
     if not key or _slug(key, 10**6) != key:
         raise ValueError(f"cache key {key!r} must be non-empty and use only [A-Za-z0-9._-] (use embedding_cache_key)")
     path = Path(cache_dir) / f"{key}.pt"
     if path.exists():
-        d = torch.load(path, map_location="cpu", weights_only=True)
-        return d["feats"], d["labels"]
+        try:
+            d = checked_torch_load(path, map_location="cpu")
+            if d["feats"].ndim == 2 and d["labels"].shape == d["feats"].shape[:1]: return d["feats"], d["labels"]
+            raise CorruptFileError(f"{path} holds features of shape {tuple(d['feats'].shape)} and labels {tuple(d['labels'].shape)}")
+        except (CorruptFileError, KeyError, AttributeError, TypeError) as e:
+            warnings.warn(f"embedding cache {path} is unusable ({e}); computing the embeddings again")
     feats, labels = embed(model, loader, device=device, amp=amp, progress=progress, desc=key[:30])
-    atomic_torch_save({"feats": feats, "labels": labels}, path)
+    checked_torch_save({"feats": feats, "labels": labels}, path)
     return feats, labels
 
 # %% ../nbs/05_probes.ipynb #58c28f01

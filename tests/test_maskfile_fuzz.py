@@ -8,7 +8,9 @@ requires_grad flags, parametrizations. A few variants change nothing that matter
 field, a mask re-coded with another codec); those may load, but only with the original masks.
 
 File layout: MAGIC + sha256(body) + body, body = u32 header length + zlib(JSON header) + payload,
-payload = the coded masks back to back, then the torch.save'd state.
+payload = the coded masks back to back, then the torch.save'd state. Format 3 codes some masks (`ctx`) against
+the base weights, whose fingerprint (`weights_sha256`) the header records: crafted context-coded payloads,
+`bins` fields and fingerprints are fuzzed too, and a model with other weights must be refused by name.
 """
 import bz2, copy, functools, hashlib, io, json, lzma, pickle, random, struct, time, zlib
 from pathlib import Path
@@ -19,7 +21,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from smn_nb.masking import MaskFileError, decode_mask, load_masks, mask_model, masked_tensors, save_masks
+from smn_nb.masking import MaskFileError, ctx_encode, decode_mask, load_masks, mask_model, masked_tensors, save_masks
+
+
+def world_weights():
+    "The masked tensors' base weights of `tiny_net`, by name."
+    return {k: v for k, v in tiny_net().named_parameters() if k.endswith("weight") and v.dim() > 1}
 
 MAGIC = b"SMNMASK1"
 
@@ -37,12 +44,14 @@ def convs_and_linear(mn, pn, m): return isinstance(m, (nn.Conv2d, nn.Linear)) an
 
 
 def set_masks(model, rng):
-    "Masks that make the writer use every codec: all ones, sparse random, dense random, periodic."
+    "Masks that make the writer use every codec: all ones, sparse random, dense random, periodic, |w|-dependent."
     sms = list(masked_tensors(model).values())
-    patterns = [lambda n: np.ones(n, bool), lambda n: rng.random(n) > 0.1, lambda n: rng.random(n) > 0.5,
-                lambda n: (np.arange(n) // 288) % 2 == 0, lambda n: rng.random(n) > 0.03]
-    for sm, pat in zip(sms, patterns):
-        sm.set_mask(torch.from_numpy(pat(sm.score.numel())).view_as(sm.score))
+    ws = [p.detach().numpy().reshape(-1) for k, p in model.named_parameters() if k.endswith(".original")]
+    patterns = [lambda n, w: np.ones(n, bool), lambda n, w: rng.random(n) > 0.1,
+                lambda n, w: ~((np.abs(w) >= np.quantile(np.abs(w), 0.9)) & (rng.random(n) < 0.5)) & (rng.random(n) > 0.01),   # ctx
+                lambda n, w: (np.arange(n) // 288) % 2 == 0, lambda n, w: rng.random(n) > 0.5]
+    for sm, w, pat in zip(sms, ws, patterns):
+        sm.set_mask(torch.from_numpy(pat(sm.score.numel(), w)).view_as(sm.score))
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +172,12 @@ def entry_variants(data, h):
                 (f"{tag}.mode_topk", resign(data, ed(mode="topk")), ANY),      # the mode of a *new* ScoreMask
                 (f"{tag}.s0_other", resign(data, ed(s0=e["s0"] + 0.5)), ANY),
                 (f"{tag}.density_set", resign(data, ed(density=0.5)), ANY)]
-        for c in ("raw", "rice", "lzma", "bz2"):
-            if c != e["codec"]: out.append((f"{tag}.codec->{c}", resign(data, ed(codec=c, k=0, n_rare=0, ulen=0)), FAIL))
+        for c in ("raw", "rice", "lzma", "bz2", "ctx"):
+            if c != e["codec"]: out.append((f"{tag}.codec->{c}", resign(data, ed(codec=c, k=0, n_rare=0, ulen=0, bins=16)), FAIL))
+        if e["codec"] == "ctx":
+            for j, v in enumerate(JUNK + [0, 8, 15, 17, 10**12]):
+                out.append((f"{tag}.bins=junk{j}", resign(data, ed(bins=v)), FAIL))
+            out.append((f"{tag}.del_bins", resign(data, drop("bins")), FAIL))
         if e["codec"] == "rice":
             for k in ("k", "n_rare", "ulen"):
                 for d in (-1, 1, 5, 100, 10**12):
@@ -182,9 +195,9 @@ def header_variants(data, h):
     out = []
     def up(**kw): return lambda hh: hh.update(kw)
     def drop(k): return lambda hh: hh.pop(k)
-    for v in (1, 3, 0, -2, "2", 2.0, True, None, [2], 10**30):
+    for v in (1, 2, 4, 0, -2, "3", 3.0, True, None, [3], 10**30):
         out.append((f"format={v!r}", resign(data, up(format=v)), FAIL))
-    for k in ("format", "meta", "tensors", "arch", "state_offset", "state_length", "mask_bits", "n_masked"):
+    for k in ("format", "meta", "tensors", "arch", "weights_sha256", "state_offset", "state_length", "mask_bits", "n_masked"):
         out.append((f"del_{k}", resign(data, drop(k)), FAIL))
     for k in ("state_offset", "state_length", "n_masked"):
         for d in (-1, 1, 10**12):
@@ -192,6 +205,9 @@ def header_variants(data, h):
         for j, v in enumerate(JUNK): out.append((f"{k}=junk{j}", resign(data, up(**{k: v})), FAIL))
     for d in (-8, -1, 8):
         out.append((f"mask_bits{d:+d}", resign(data, up(mask_bits=h["mask_bits"] + d)), FAIL))
+    fp = h["weights_sha256"]
+    for j, v in enumerate(JUNK + ["0" * 64, fp.upper(), fp[:-1], fp + "0", fp[::-1], fp[:63] + ("1" if fp[63] != "1" else "2")]):
+        out.append((f"weights_sha256=junk{j}", resign(data, up(weights_sha256=v)), FAIL))
     ts, arch = h["tensors"], h["arch"]
     out += [(f"meta={v!r}", resign(data, up(meta=v)), FAIL) for v in ([], "x", None, 3)]
     out += [(f"arch=junk{j}", resign(data, up(arch=v)), FAIL) for j, v in enumerate(([], "x", None, [[1, 2]], [["a", [-1]]], arch[:-1]))]
@@ -216,7 +232,7 @@ def header_variants(data, h):
             ("header_deep_nesting", sign(zlib.compress(b"[" * 200_000 + b"]" * 200_000), p), FAIL),
             ("header_not_json", sign(zlib.compress(js[:-1]), p), FAIL),
             ("header_bad_utf8", sign(zlib.compress(js[:10] + b"\xff\xfe" + js[10:]), p), FAIL),
-            ("header_huge_int", sign(zlib.compress(js.replace(b'"format": 2', b'"format": 2' + b"0" * 5000)), p), FAIL),
+            ("header_huge_int", sign(zlib.compress(js.replace(b'"format": 3', b'"format": 3' + b"0" * 5000)), p), FAIL),
             ("header_nan_offset", sign(zlib.compress(js.replace(b'"offset": 0', b'"offset": NaN', 1)), p), FAIL),
             ("header_zlib_junk", sign(b"\x78\x9c" + bytes(random.Random(1).randrange(256) for _ in range(60)), p), FAIL),
             ("header_zlib_cut", sign(hb[:-3], p), FAIL),
@@ -259,9 +275,26 @@ def payload_variants(data, h, tmp):
                 (f"{tag}.lzma_wrong_bits", with_blob(data, i, lzma.compress(b"\x55" * ((e["n"] + 7) // 8)), codec="lzma"), FAIL),
                 (f"{tag}.bz2_in_lzma", with_blob(data, i, bz2.compress(b"\0" * ((e["n"] + 7) // 8)), codec="lzma"), FAIL),
                 (f"{tag}.raw_inverted", with_blob(data, i, bytes(255 - b for b in np.packbits(np.ones(e["n"], bool))), codec="raw"), FAIL)]
+    # context-coded payloads crafted against the wrong weights, cut, extended
+    ws = {k: v.detach().numpy() for k, v in world_weights().items()}   # in their shapes: dim 0 = output channels
+    for i, e in enumerate(h["tensors"]):
+        if e["codec"] != "ctx": continue
+        tag, w = f"t{i}[ctx]", ws[e["name"]]
+        m = decode_mask(e, p[e["offset"]:e["offset"] + e["length"]], weights=w)
+        blob = p[e["offset"]:e["offset"] + e["length"]]
+        out += [(f"{tag}.ctx_other_weights", with_blob(data, i, ctx_encode(m, w[::-1].copy())), FAIL),
+                (f"{tag}.ctx_negated_order", with_blob(data, i, ctx_encode(m, np.argsort(np.abs(w).reshape(-1)).reshape(w.shape).astype(np.float32))), FAIL),
+                (f"{tag}.ctx_cut_word", with_blob(data, i, blob[:-4]), FAIL),
+                (f"{tag}.ctx_cut_byte", with_blob(data, i, blob[:-1]), FAIL),
+                (f"{tag}.ctx_extra_word", with_blob(data, i, blob + b"\0\0\0\0"), ANY),
+                (f"{tag}.ctx_junk_words", with_blob(data, i, junk(len(blob))), FAIL),
+                (f"{tag}.ctx_zero_words", with_blob(data, i, bytes(len(blob))), FAIL),
+                (f"{tag}.ctx_ff_words", with_blob(data, i, b"\xff" * len(blob)), FAIL),
+                (f"{tag}.ctx_empty", with_blob(data, i, b""), FAIL),
+                (f"{tag}.ctx_as_raw", with_blob(data, i, np.packbits(m).tobytes(), codec="ctx"), FAIL)]
     # re-coded with another codec, consistently: harmless
     for i, e in enumerate(h["tensors"]):
-        m = decode_mask(e, p[e["offset"]:e["offset"] + e["length"]])
+        m = decode_mask(e, p[e["offset"]:e["offset"] + e["length"]], weights=ws[e["name"]])
         packed = np.packbits(m).tobytes()
         out += [(f"t{i}.recoded_raw", with_blob(data, i, packed, codec="raw"), ANY),
                 (f"t{i}.recoded_bz2", with_blob(data, i, bz2.compress(packed), codec="bz2"), ANY),
@@ -331,7 +364,7 @@ def same(a, b):
 
 def test_original_loads_exactly(world):
     codecs = {e["codec"] for e in world["hdr"]["tensors"]}
-    assert {"raw", "rice"} <= codecs and codecs & {"lzma", "bz2"}, codecs       # the fuzz touches every decoder path
+    assert {"raw", "rice", "ctx"} <= codecs and codecs & {"lzma", "bz2"}, codecs   # the fuzz touches every decoder path
     for dst in (copy.deepcopy(world["base"]), copy.deepcopy(world["premasked"])):
         load_masks(dst, world["dir"] / "orig.smn", backbone="tiny")
         got = {k: sm.mask() for k, sm in masked_tensors(dst).items()}
@@ -382,6 +415,16 @@ def test_evil_state_would_run_code(world, tmp_path):
     assert (tmp_path / "ran").exists()
     with pytest.raises(Exception):
         torch.load(io.BytesIO(torch_bytes(dict(x=Evil()))), weights_only=True)
+
+
+def test_other_base_weights_fail_cleanly(world):
+    "The same architecture with other weights: a clear error naming the file, before anything is decoded or changed."
+    for nudge in (1e-7, 1.0):
+        model = copy.deepcopy(world["base"])
+        with torch.no_grad(): model[6].weight.view(-1)[5] += nudge
+        before = snapshot(model)
+        with pytest.raises(MaskFileError, match="learned on other base weights") as e: load_masks(model, world["dir"] / "orig.smn")
+        assert str(world["dir"] / "orig.smn") in str(e.value) and same(before, snapshot(model))
 
 
 def test_unreadable_paths_are_mask_file_errors(world, tmp_path):
