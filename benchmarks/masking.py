@@ -4,10 +4,16 @@ merged-model inference vs the base model, and mask storage vs the entropy bound.
     python benchmarks/masking.py                          # full run (a few minutes on a 2-core CPU)
     python benchmarks/masking.py --quick                  # fewer repetitions, smaller i.i.d. masks
     python benchmarks/masking.py --only storage --json out.json   # storage only (about a minute), numbers as JSON
+    python benchmarks/masking.py --quick --only topk --json m.json  # top-k step vs threshold step only (under a minute)
+
+`--json PATH` writes every figure the run measured as a list of rows, each an object with a "name"; the top-k
+section's headline row is {"name": "topk_over_threshold", "ratio": ...}, the worse of its two densities.
 
 Every ratio is measured in this one run, on whatever device is present (printed first).
 Targets (SPEC.md): M/FFT step <= 1.25 on CPU (<= 1.10 on GPU); peak memory M/FFT <= 1.2;
 merged/base inference 1.00 within noise; bits on disk / entropy <= 1.05.
+Top-k masks (issue "top-k at GPU speed"): a resnet18 training step with top-k masks <= 1.3x the step with threshold
+masks, at 50% and at 99% density.
 Storage (context coder, issue "storage below the mask's own entropy"): a real learned mask (the demo's M run
 on digits, produced with run_experiment unless --mask names a mask file) <= 0.80x its order-0 entropy;
 i.i.d. masks at 1/5/20/50% zeros <= 1.01x; a whole resnet18 file at 5% i.i.d. zeros (masks + buffers +
@@ -38,8 +44,8 @@ class _NaiveMask(nn.Module):
         return w * m / m.mean().sqrt()
 
 
-def build(method, res_classes=10):
-    "timm resnet18 (random init) set up for `method` in {FFT, M, naive}; returns (model, optimiser)."
+def build(method, res_classes=10, density=None):
+    "timm resnet18 (random init) set up for `method` in {FFT, M, topk, naive}; returns (model, optimiser)."
     torch.manual_seed(0)
     model = timm.create_model("resnet18", pretrained=False, num_classes=res_classes)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -48,8 +54,8 @@ def build(method, res_classes=10):
         for c in convs: c.weight.requires_grad_(True)
         params = [c.weight for c in convs]
         lr, wd = 1e-3, 5e-4
-    elif method == "M":
-        mask_model(model, "resnet")
+    elif method in ("M", "topk"):
+        mask_model(model, "resnet", mode="threshold" if method == "M" else "topk", density=density)
         params, lr, wd = score_parameters(model), 50.0, 0.0
     elif method == "naive":
         for p in model.parameters(): p.requires_grad_(False)
@@ -93,6 +99,32 @@ def bench_steps(size, batch, reps):
     y = torch.randint(0, 10, (batch,), device=DEV)
     fns = {m: step_fn(*build(m), x, y) for m in ("FFT", "M", "naive")}
     return time_interleaved(fns, reps)
+
+
+TOPK_DENSITIES, TOPK_TARGET = (0.5, 0.99), 1.3
+
+def bench_topk(size, batch, reps):
+    "Seconds per training step with threshold masks and with top-k masks at each of `TOPK_DENSITIES`, timed interleaved."
+    x = torch.randn(batch, 3, size, size, device=DEV)
+    y = torch.randint(0, 10, (batch,), device=DEV)
+    fns = {"threshold": step_fn(*build("M"), x, y)} | {d: step_fn(*build("topk", density=d), x, y) for d in TOPK_DENSITIES}
+    return time_interleaved(fns, reps)
+
+
+def topk_section(a, rows):
+    sizes = ((32, 64),) if a.quick else ((32, 64), (224, 32))
+    print(f"\n## Step time, resnet18, top-k masks vs threshold masks (the paper's) — target top-k/threshold <= {TOPK_TARGET}")
+    print(f"{'input':>12} {'density':>8} {'threshold s':>12} {'top-k s':>9} {'top-k/thr':>10}")
+    for size, batch in sizes:
+        t = bench_topk(size, batch, (5 if a.quick else 9) if size == 32 else 3)
+        for d in TOPK_DENSITIES:
+            r = t[d] / t["threshold"]
+            print(f"{f'{size}px b{batch}':>12} {d:8.2f} {t['threshold']:12.4f} {t[d]:9.4f} {r:10.3f}")
+            rows.append(dict(name=f"topk_over_threshold_d{d:g}", input=f"{size}px b{batch}", density=d,
+                             threshold_s=t["threshold"], topk_s=t[d], ratio=r))
+    worst = max(r["ratio"] for r in rows if r["name"].startswith("topk_over_threshold_d"))
+    rows.append(dict(name="topk_over_threshold", ratio=worst, target=TOPK_TARGET, device=DEV))
+    print(f"worst top-k/threshold = {worst:.3f} — target <= {TOPK_TARGET}: {'met' if worst <= TOPK_TARGET else 'MISSED'}")
 
 
 def _rss():
@@ -298,27 +330,15 @@ def storage_section(a, n, results):
           f"decode {sp['decode_s']:.2f} s = {tot:.2f} s — target <= 5 s: {'met' if tot <= 5 else 'MISSED'}")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
-    ap.add_argument("--only", choices=("all", "storage"), default="all", help="run only the storage section")
-    ap.add_argument("--mask", help="a run folder's mask.smn (with its result.json) to use as the real learned mask")
-    ap.add_argument("--json", help="also write the storage numbers to this JSON file")
-    ap.add_argument("--peak-child", nargs=3, help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.peak_child:
-        return _peak_child(a.peak_child[0], int(a.peak_child[1]), int(a.peak_child[2]))
-    reps = 3 if a.quick else 7
-    name = torch.cuda.get_device_name() if DEV == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {DEV} — {name}; torch {torch.__version__}, timm {timm.__version__}\n")
-    if a.only == "storage": return storage_only(a)
-
+def steps_section(reps, rows):
     target = 1.10 if DEV == "cuda" else 1.25
     print(f"## Step time, timm resnet18 (random init), mask training (M) vs full fine-tuning (FFT) — target M/FFT <= {target}")
     print(f"{'input':>12} {'FFT s/step':>11} {'M s/step':>10} {'naive s/step':>13} {'M/FFT':>7} {'naive/FFT':>10}")
     for size, batch in ((32, 64), (224, 32)):
         t = bench_steps(size, batch, reps if size == 32 else max(2, reps // 2))
         print(f"{f'{size}px b{batch}':>12} {t['FFT']:11.4f} {t['M']:10.4f} {t['naive']:13.4f} {t['M'] / t['FFT']:7.3f} {t['naive'] / t['FFT']:10.3f}")
+        rows.append(dict(name="M_over_FFT_step", input=f"{size}px b{batch}", FFT_s=t["FFT"], M_s=t["M"], naive_s=t["naive"],
+                         ratio=t["M"] / t["FFT"], target=target))
 
     print("\n## Peak training memory added on top of the model, M vs FFT — target M/FFT <= 1.2")
     what = "torch.cuda.max_memory_allocated" if DEV == "cuda" else "peak resident set sampled every ms, fresh process per method"
@@ -328,19 +348,48 @@ def main():
         mem = bench_memory(size, batch)
         print(f"{f'{size}px b{batch}':>12} {mem['FFT'] / 2**20:8.1f} {mem['M'] / 2**20:8.1f} {mem['naive'] / 2**20:9.1f} "
               f"{mem['M'] / mem['FFT']:7.3f} {mem['naive'] / mem['FFT']:10.3f}")
+        rows.append(dict(name="M_over_FFT_memory", input=f"{size}px b{batch}", FFT_bytes=mem["FFT"], M_bytes=mem["M"],
+                         naive_bytes=mem["naive"], ratio=mem["M"] / mem["FFT"], target=1.2))
 
     print("\n## Merged model inference vs base model (resnet18, 224px, batch 32, eval) — target 1.00 within noise")
     t = bench_merged(reps)
     print(f"base {t['base']:.4f} s, merged {t['merged']:.4f} s, merged/base {t['merged'] / t['base']:.3f}")
+    rows.append(dict(name="merged_over_base", base_s=t["base"], merged_s=t["merged"], ratio=t["merged"] / t["base"], target=1.0))
 
-    storage_only(a)
+
+def storage_rows(results):
+    "The storage section's figures as named rows: one per i.i.d./block mask, one per other part."
+    return [dict(name="storage_" + k, **r) for k, v in results.items() for r in (v if isinstance(v, list) else [v])
+            if isinstance(r, dict)] + [dict(name="storage_n_iid", n=results["n_iid"])]
 
 
-def storage_only(a):
+SECTIONS = ("all", "steps", "topk", "storage")
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller i.i.d. masks, 32 px only for top-k")
+    ap.add_argument("--only", choices=SECTIONS, default="all", help="run one section: steps (M/FFT time, memory, merged), topk, storage")
+    ap.add_argument("--mask", help="a run folder's mask.smn (with its result.json) to use as the real learned mask")
+    ap.add_argument("--json", help="also write every measured figure to this JSON file, as a list of named rows")
+    ap.add_argument("--peak-child", nargs=3, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.peak_child:
+        return _peak_child(a.peak_child[0], int(a.peak_child[1]), int(a.peak_child[2]))
+    reps = 3 if a.quick else 7
+    name = torch.cuda.get_device_name() if DEV == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {DEV} — {name}; torch {torch.__version__}, timm {timm.__version__}\n")
+    rows = []
+    if a.only in ("all", "steps"): steps_section(reps, rows)
+    if a.only in ("all", "topk"): topk_section(a, rows)
+    if a.only in ("all", "storage"): storage_only(a, rows)
+    if a.json: Path(a.json).write_text(json.dumps(rows, indent=1, default=float))
+
+
+def storage_only(a, rows):
     n = 2_000_000 if a.quick else 11_166_912     # resnet18's masked conv weights
     results = dict(n_iid=n)
     storage_section(a, n, results)
-    if a.json: Path(a.json).write_text(json.dumps(results, indent=1, default=float))
+    rows += storage_rows(results)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def _probe_bits(rec:dict) -> int: return 32 * rec["n_classes"] * (rec["embed_dim
 
 def stored_bits(rec:dict, metric:str) -> int:
     "Bits stored beside the pretrained backbone to rebuild the classifier that `metric` of record `rec` measures."
-    own = rec.get("adaptation_bits", 0)                      # mask file (M, SMN: with head) or fp32 weights (FFT, STN)
+    own = rec.get("adaptation_bits") or 0                     # mask file (M, SMN: with head) or fp32 weights (FFT, STN)
     if metric == "knn_acc": return own
     if metric == "lp_acc": return own + _probe_bits(rec)
     return own + (_probe_bits(rec) if rec["params"]["method"] == "FFT" else 0)   # the mask file holds M's head already

@@ -17,28 +17,26 @@ from torch import nn
 from filelock import FileLock, Timeout
 
 import smn_nb
-from .masking import save_masks, mask_stats, masked_tensors
-from .files import write_json
-from .train import Classifier, prepare_model, cosine_schedule, paper_warmup, fit, accuracy, trainable_state, remove_checkpoint
+from .masking import save_masks, load_masks, read_masks, apply_masks, mask_stats, masked_tensors, set_density, linear_density
+from .files import write_json, checked_torch_save, checked_torch_load
+from .train import Classifier, prepare_model, cosine_schedule, fit, accuracy, trainable_state, remove_checkpoint
 from .selfsup import SwAVObjective, prepare_selfsup, SSL_METHODS
-from .swav import swav_epochs
-from . import backbones as B, data as D, probes as P
+from .protocol import METHODS, PROTOCOLS, MASKED, OFFLINE_DATASETS, OFFLINE_EPOCHS, SWAV_METHODS, recipe, practices, resolve_hparams, label_indices, masked_targets
+from . import backbones as B, data as D, probes as P, cascades as C
 
 # %% auto #0
-__all__ = ['METHODS', 'PARAMS', 'DEFAULTS', 'OFFLINE_DATASETS', 'OFFLINE_EPOCHS', 'resolve_device', 'Param', 'parameters_source',
-           'validate_params', 'notebook_names', 'notebook_params', 'resolve_hparams', 'plan', 'run_id', 'runs_root',
-           'read_record', 'finished_record', 'RunInProgress', 'run_lock', 'smn_density', 'run_warnings',
-           'nonfinite_fields', 'environment', 'run_experiment', 'load_results', 'summary', 'plot_history',
-           'plot_active_fraction', 'run_cli']
+__all__ = ['PARAMS', 'DEFAULTS', 'SCHEMA', 'RECORD_SHAPE', 'resolve_device', 'Param', 'parameters_source', 'validate_params',
+           'notebook_names', 'notebook_params', 'plan', 'run_id', 'runs_root', 'read_record', 'finished_record',
+           'RunInProgress', 'run_lock', 'smn_density', 'shaped', 'run_warnings', 'nonfinite_fields', 'environment',
+           'run_experiment', 'load_results', 'summary', 'plot_history', 'plot_active_fraction', 'RunFailed',
+           'execute_notebook', 'run_cli']
 
 # %% ../nbs/10_experiment.ipynb #9115d3d5
-METHODS = ("knn", "lp", "M", "FFT") + SSL_METHODS
-
 def _is_int(v): return isinstance(v, int) and not isinstance(v, bool)
 def _is_num(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-def _choice(valid):
-    return lambda v: None if isinstance(v, str) and v in valid else f"is not one of {list(valid)}"
+def _choice(valid, none_ok=False):
+    return lambda v: None if (none_ok and v is None) or (isinstance(v, str) and v in valid) else f"is not one of {[None] * none_ok + list(valid)}"
 
 def _int_from(lo, none_ok=False):
     return lambda v: None if (none_ok and v is None) or (_is_int(v) and v >= lo) else f"must be {'None or ' if none_ok else ''}an int >= {lo}"
@@ -82,18 +80,23 @@ class Param:
 PARAMS = (
     Param("dataset", "digits", "str", "one of: " + " ".join(D.DATASETS), _choice(D.DATASETS)),
     Param("model", "resnet-fmnist", "str", "one of: " + " ".join(B.BACKBONES), _choice(B.BACKBONES)),
-    Param("method", "M", "str", "knn lp (frozen); M FFT (supervised); SMN STN topk (self-supervised, SwAV)", _choice(METHODS)),
+    Param("method", "M", "str", "knn lp (frozen); M FFT (supervised); SMN topk STN (self-supervised, SwAV); SMC (cascade of SMNs)", _choice(METHODS)),
+    Param("protocol", "paper", "str", "paper: as the text says; authors: as their public code ran it (see 09_protocol)", _choice(PROTOCOLS)),
     Param("epochs", None, "int|None", "None: the protocol (paper datasets 150 or CLIP 32, SwAV round(50000/N*150); offline datasets a CPU budget)", _int_from(1, True)),
     Param("lr", None, "float|None", "None: the protocol (M 50, CLIP M 10, FFT the backbone rate)", _num_in(0, 1e4, None)),
     Param("batch_size", 64, "int", "images per optimiser step (the paper: 64)", _int_from(1)),
     Param("label_fraction", 1.0, "float", "fraction of training labels kept (stratified, seeded), e.g. 0.01", _num_in(0, 1)),
     Param("density", None, "float|str|None", "topk only: kept fraction, or smn for the density of the matching SMN run; None: 0.5", _num_in(0, 1, None, "smn")),
+    Param("prototypes", None, "int|None", "self-supervised only: SwAV prototypes K (ablation 50 500 5000); None: 500", _int_from(1, True)),
+    Param("masked", None, "str|None", "tensors masked or trained: " + " ".join(MASKED) + "; None: the protocol's", _choice(MASKED, True)),
+    Param("cascade", None, "str|None", "SMC only: cond (dispatcher + routed expert) or uncond (all experts)", _choice(("cond", "uncond"), True)),
+    Param("experts", None, "int|None", "SMC only: clusters and experts K; None: 5", _int_from(1, True)),
     Param("seed", 0, "int", "seeds the label subset, data order, augmentation and head", _int_from(0)),
     Param("device", "auto", "str", "auto cpu cuda cuda:N", _device_problem),
     Param("weights", None, "str|None", "a local pretrained checkpoint for model; None: SMN_NB_WEIGHTS, shipped files, then the hub", _path(True)),
     Param("data_dir", None, "str|None", "dataset root; None: SMN_NB_DATA or ~/.cache/smn_nb/data", _path()),
     Param("runs_dir", None, "str|None", "records go to runs_dir/run_id/; None: SMN_NB_RUNS, else runs/ in the checkout or working folder", _path()),
-    Param("num_workers", 0, "int", "DataLoader worker processes", _int_from(0)),
+    Param("num_workers", None, "int|None", "decode/loader worker processes; None: 0 on a CPU, else half the cores (at most 8)", _int_from(0, True)),
     Param("force", False, "bool", "run again even if a finished record exists", lambda v: None if isinstance(v, bool) else "must be True or False"),
 )
 DEFAULTS = {q.name: q.default for q in PARAMS}
@@ -110,14 +113,20 @@ def _unknown(names) -> str:
     hint = lambda n: f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(n, DEFAULTS, 1)) else ""
     return f"unknown parameter {', '.join(repr(n) + hint(n) for n in names)}; valid parameters: {', '.join(DEFAULTS)}"
 
+_ONLY = dict(density=("topk",), prototypes=SWAV_METHODS, masked=("M", "FFT") + SWAV_METHODS,   # parameters that apply to some methods
+             cascade=("SMC",), experts=("SMC",))
+
 def validate_params(**kw) -> dict:
     "Fill defaults and check every parameter; a bad name or value is an error naming it and the valid choices."
     if unknown := [k for k in kw if k not in DEFAULTS]: raise TypeError(_unknown(unknown))
     p = {**DEFAULTS, **kw}
     for q in PARAMS:
         if why := q.check(p[q.name]): raise ValueError(f"{q.name}={p[q.name]!r} {why}")
-    if p["density"] is not None and p["method"] != "topk":
-        raise ValueError(f"density={p['density']!r} applies to method='topk' only, not method={p['method']!r}: leave it None")
+    for k, ms in _ONLY.items():
+        if p[k] is not None and p["method"] not in ms:
+            raise ValueError(f"{k}={p[k]!r} applies to method {' / '.join(ms)} only, not method={p['method']!r}: leave it None")
+    if p["method"] == "SMC" and p["cascade"] is None: raise ValueError("method='SMC' needs cascade='cond' or 'uncond' (-p cascade cond)")
+    if p["masked"] is not None: resolve_hparams(p["model"], p["method"], p["dataset"], masked=p["masked"], n_train=1, cascade=p["cascade"])
     return p
 
 # %% ../nbs/10_experiment.ipynb #fa0901d1
@@ -130,39 +139,16 @@ def notebook_params(ns:dict, before:set[str]) -> dict:
     if new := sorted(notebook_names(ns) - before - set(DEFAULTS)): raise TypeError(_unknown(new))
     return validate_params(**{k: ns[k] for k in DEFAULTS})
 
-# %% ../nbs/10_experiment.ipynb #b48a3610
-_FFT = {"rn50-swav": (0.15, 1e-6), "vitb32-clip": (1e-5, 0.1), "clip-tiny": (1e-5, 0.1),
-        "resnet-fmnist": (0.05, 5e-4)}   # ours: a small net, a small dataset and a short run train a new head at 1e-3 too slowly
-OFFLINE_DATASETS = ("digits", "fashion_mnist")
-OFFLINE_EPOCHS = dict(supervised=8, selfsup=20)     # minutes on a 2-core CPU; the paper's schedules are GPU-days
-
-def resolve_hparams(model:str, method:str, epochs:int|None=None, lr:float|None=None, n_train:int|None=None,
-                    dataset:str|None=None) -> dict:
-    "The protocol's hyper-parameters for `model` x `method` (on `dataset`), with explicit `epochs`/`lr` taking precedence."
-    clip, offline = B.BACKBONES[model].preset == "clip-vit", dataset in OFFLINE_DATASETS
-    if method in SSL_METHODS:          # SwAV as the authors ran it: E = round(50000/N*150), plain cosine
-        E = epochs or (OFFLINE_EPOCHS["selfsup"] if offline else swav_epochs(n_train))
-        base = lr if lr is not None else (0.15 if method == "STN" else 50.0)
-        return dict(epochs=E, lr=float(base), wd=1e-6 if method == "STN" else 0.0, head_lr=0.15, head_wd=1e-6, warmup_epochs=0)
-    fft_lr, fft_wd = _FFT.get(model, (1e-3, 5e-4))
-    E = epochs or (OFFLINE_EPOCHS["supervised"] if offline else 32 if clip else 150)
-    if method == "M":
-        base = lr if lr is not None else (10.0 if clip else 50.0)
-        return dict(epochs=E, lr=float(base), wd=0.0, head_lr=fft_lr, head_wd=fft_wd, warmup_epochs=0 if clip else paper_warmup(E))
-    if method == "FFT":
-        base = lr if lr is not None else fft_lr
-        return dict(epochs=E, lr=float(base), wd=fft_wd, head_lr=base, head_wd=fft_wd, warmup_epochs=0)
-    return dict(epochs=0)
-
 # %% ../nbs/10_experiment.ipynb #4ad46e1b
-def plan(**params) -> tuple[dict, dict]:
-    "Checked parameters and the hyper-parameters they resolve to."
+def plan(n_train:int|None=None,  # training images of the dataset's training split, if known (else read from the data when needed)
+         **params) -> tuple[dict, dict]:
+    "Checked parameters and every hyper-parameter they resolve to."
     p = validate_params(**params)
-    n_all = None
-    if p["method"] in SSL_METHODS and p["epochs"] is None and p["dataset"] not in OFFLINE_DATASETS:
-        n_all = len(D.get_dataset(p["dataset"], split="train", root=p["data_dir"]))
-    hp = resolve_hparams(p["model"], p["method"], p["epochs"], p["lr"], n_train=n_all, dataset=p["dataset"])
-    if p["method"] in ("M", "FFT"): hp["train_aug"] = D.DATASETS[p["dataset"]].train_aug   # {} = the paper's crop + flip
+    ssl_paper = p["method"] in SWAV_METHODS and p["epochs"] is None and p["dataset"] not in OFFLINE_DATASETS
+    if n_train is None and ssl_paper:      # E = round(50000/N*150) depends on the split the protocol trains on
+        n_train = len(D.get_dataset(p["dataset"], split=practices(p["protocol"])["train_split"], root=p["data_dir"]))
+    hp = resolve_hparams(p["model"], p["method"], p["dataset"], p["protocol"], p["epochs"], p["lr"], n_train, p["prototypes"], p["masked"],
+                         p["cascade"], p["experts"])
     return p, hp
 
 # %% ../nbs/10_experiment.ipynb #325a065e
@@ -216,30 +202,32 @@ def run_lock(folder:str|Path):
     finally: lock.release()
 
 # %% ../nbs/10_experiment.ipynb #1b540924
-def _loaders(p, spec, device):
-    root, bs, kw = p["data_dir"], p["batch_size"], dict(num_workers=p["num_workers"])
-    tr, va, te = (D.get_dataset(p["dataset"], split=s, root=root) for s in ("train", "val", "test"))
-    lab, _ = D.label_fraction_indices(tr.targets, p["label_fraction"], seed=p["seed"])
-    size, mean, std = spec.input_size, spec.mean, spec.std
-    ev, augment = D.eval_transform(size, mean, std), None
-    if p["method"] in SSL_METHODS:     # all training images, unlabelled; multi-crop views made on the device
-        src = tr if getattr(tr, "batchable", False) else D.TensorStore(tr, round(size / 0.875), root=root)
-        train = D.make_loader(src, None, bs, shuffle=True, seed=p["seed"], drop_last=len(tr) > bs, **kw)
-        augment = D.BatchMultiCrop(size, max(8, round(size * 96 / 224)), mean, std)
-    else:
-        train = D.make_loader(tr, D.train_transform(size, mean, std, **D.DATASETS[p["dataset"]].train_aug), bs, shuffle=True, seed=p["seed"], drop_last=len(lab) > bs, indices=lab, **kw)
+def _loaders(p, hp, spec, device):
+    "Training batches (uint8, augmented on the device by `augment`) and unshuffled evaluation loaders, as the protocol says."
+    root, bs = p["data_dir"], p["batch_size"]
+    split, ev = hp["train_split"], hp["eval"]
+    tr, te = D.get_dataset(p["dataset"], split=split, root=root), D.get_dataset(p["dataset"], split="test", root=root)
+    va = D.get_dataset(p["dataset"], split="val", root=root) if split == "train" else None   # trainval: nothing held out
+    lab = label_indices(tr.targets, p["label_fraction"], hp["label_policy"], p["seed"])
+    size, kw = spec.input_size, dict(root=root, num_workers=p["num_workers"], device=device)   # num_workers None: D.default_workers
+    if p["method"] in SWAV_METHODS:    # all training images, unlabelled: SwAV's multi-crop on the device
+        train, augment = D.selfsup_train_loader(tr, size, spec.mean, hp["multicrop_std"], bs, seed=p["seed"], **kw)
+    else:                              # the labelled images: random resized crop + flip on the device, in `fit`
+        train, augment = D.supervised_train_loader(tr, size, ev["mean"], ev["std"], bs, seed=p["seed"], indices=lab,
+                                                   train_aug=hp.get("train_aug"), **kw)
+    ld = lambda ds, idx=None: None if ds is None else D.eval_loader(ds, size, ev["mean"], ev["std"], 256, indices=idx, crop_pct=ev["crop_pct"], **kw)
     return dict(train=train, n_all=len(tr), augment=augment, classes=tr.classes, n_train=len(lab),
-                train_eval=D.make_loader(tr, ev, 256, shuffle=False, indices=lab, **kw),
-                val=D.make_loader(va, ev, 256, shuffle=False, **kw), test=D.make_loader(te, ev, 256, shuffle=False, **kw))
+                train_set=tr, train_eval=ld(tr, lab), train_all=ld(tr), val=ld(va), test=ld(te))
 
 def _probe_metrics(backbone, L, device, p):
     "kNN and linear-probe accuracy of `backbone`'s embeddings; embeddings cached on disk by backbone state."
     digest = P.state_digest(trainable_state(backbone))          # masks/weights + BN statistics: what changes embeddings
     def emb(split):
-        key = P.embedding_cache_key(p["model"], digest, p["dataset"], split, extra=f"lf{p['label_fraction']:g}-s{p['seed']}")
+        if L[split] is None: return None, None
+        key = P.embedding_cache_key(p["model"], digest, p["dataset"], split, extra=f"lf{p['label_fraction']:g}-s{p['seed']}-{p['protocol']}")
         return P.cached_embed(backbone, L[split], runs_root(p["runs_dir"]) / "_embeddings", key, device=device, progress=False)
     (ftr, ytr), (fva, yva), (fte, yte) = emb("train_eval"), emb("val"), emb("test")
-    lp = P.linear_probe(ftr, ytr, fte, yte, val=(fva, yva))
+    lp = P.linear_probe(ftr, ytr, fte, yte, val=None if fva is None else (fva, yva))
     return dict(knn_acc=float(P.knn_accuracy(ftr, ytr, fte, yte, k=200, T=0.1)), lp_acc=float(lp["acc"]), lp_C=float(lp["C"]))
 
 # %% ../nbs/10_experiment.ipynb #564ecc5f
@@ -250,18 +238,26 @@ def _backbone(p, spec):
         return B.get_backbone(p["model"], pretrained=False)
     return B.get_backbone(p["model"], weights=p["weights"])
 
-def _head(backbone, spec, classes):
-    if spec.preset == "clip-vit": return B.clip_zero_shot_head(backbone, classes)
+def _head(backbone, spec, classes, hp):
+    if hp["head"] == "zero-shot": return B.clip_zero_shot_head(backbone, classes, templates=hp["prompts"])
     return nn.Linear(spec.embed_dim, len(classes))
+
+def _matching(p:dict, **change) -> Path:
+    "The folder of the run that matches `p` except for `change` (e.g. the SMN run behind a top-k run)."
+    q, hq = plan(**dict(p, **change))
+    return runs_root(p["runs_dir"]) / run_id(q, hq)
+
+def _needed_record(p:dict, why:str, **change) -> tuple[Path, dict]:
+    "Folder and finished record of the matching run `change` describes; a clear error if it has not finished."
+    out = _matching(p, **change)
+    if (rec := finished_record(out)) is None:
+        raise FileNotFoundError(f"{why} needs the finished record of the matching run {out.name} in {out.parent}; run it first "
+                                f"({' '.join(f'-p {k} {v}' for k, v in change.items())}, same other parameters)")
+    return out, rec
 
 def smn_density(p:dict) -> float:
     "Active fraction found by the finished SMN run matching `p` (same dataset, model, epochs, lr, seed, ...)."
-    q, hq = plan(**dict(p, method="SMN", density=None))
-    rec = finished_record(runs_root(p["runs_dir"]) / run_id(q, hq))
-    if rec is None:
-        raise FileNotFoundError(f"density='smn' needs the finished record of the matching SMN run {run_id(q, hq)} in "
-                                f"{runs_root(p['runs_dir'])}; run it first (-p method SMN, same other parameters)")
-    return float(rec["active_frac"])
+    return float(_needed_record(p, "density='smn'", method="SMN", density=None)[1]["active_frac"])
 
 # %% ../nbs/10_experiment.ipynb #9dd0da0f
 def _mask_record(backbone, out, p, head_state):
@@ -273,40 +269,151 @@ def _mask_record(backbone, out, p, head_state):
                 mask_file_bytes=nbytes, mask_bits=hdr["mask_bits"], adaptation_bits=nbytes * 8, adaptation_bits_1bit=int(tot.numel),
                 active_per_tensor=dict(zip(st.tensor[:-1], st.active_frac[:-1].astype(float))))
 
-def _trained_record(groups):
-    "Size of a weight-training adaptation (FFT, STN): the trained backbone tensors in fp32."
+def _trained_record(backbone, out, groups):
+    "A weight-training adaptation (FFT, STN): its trained tensors and buffers saved as `weights.pt`, sized in fp32."
     n = sum(pp.numel() for g in groups if g["name"] == "backbone" for pp in g["params"])
+    checked_torch_save(trainable_state(backbone), out / "weights.pt")
     return dict(n_trained=n, adaptation_bits=32 * n)
 
 def _adaptation_record(backbone, out, p, head_state, groups):
-    return _mask_record(backbone, out, p, head_state) if masked_tensors(backbone) else _trained_record(groups)
+    return _mask_record(backbone, out, p, head_state) if masked_tensors(backbone) else _trained_record(backbone, out, groups)
 
 # %% ../nbs/10_experiment.ipynb #aac46ed8
 def _probe_run(p, hp, spec, backbone, L, device, out):
     m = _probe_metrics(backbone.to(device), L, device, p)
     return dict(m, test_acc=m["knn_acc" if p["method"] == "knn" else "lp_acc"]), None, {}
 
-def _selfsup_run(p, hp, spec, backbone, L, device, out):
+def _adapted_from(p, backbone, src:Path):
+    "Load the adaptation of the finished run in `src` (its mask file, or its trained weights) into `backbone`."
+    if (src / "mask.smn").exists(): load_masks(backbone, src / "mask.smn", backbone=p["model"])
+    else: backbone.load_state_dict(checked_torch_load(src / "weights.pt"), strict=False)
+
+def _topk_loss(backbone, obj, hp, E, spe, density):
+    "The SwAV loss for top-k as the protocol says: the target kept fraction throughout, or lowered linearly per epoch from 1."
+    if hp["topk_density"] == "fixed": return obj
+    def loss(model, batch):         # the epoch comes from the objective's checkpointed step, so a resume keeps the schedule
+        set_density(backbone, linear_density(int(obj.step) // spe, E, density)); return obj(model, batch)
+    return loss
+
+def _keep_scores(backbone, obj, out):
+    "An SMN run's real-valued scores and SwAV head, beside its mask file: a cascade's experts start from them."
+    checked_torch_save(dict(scores={n: sm.score.detach().cpu() for n, sm in masked_tensors(backbone).items()},
+                            swav_head=obj.head.state_dict()), out / "scores.pt")
+
+def _swav(p, hp, spec, backbone, L, device, out):
+    "SwAV on all training images: the masked (SMN, topk) or trained (STN) backbone and the fit result."
     density = (smn_density(p) if p["density"] == "smn" else p["density"] or 0.5) if p["method"] == "topk" else None
     E, spe = hp["epochs"], len(L["train"])
-    obj = SwAVObjective(spec.embed_dim, E, spe, augment=L["augment"])
-    model, groups = prepare_selfsup(backbone, p["method"], obj, spec.preset, lr=hp["lr"], head_lr=hp["head_lr"],
-                                    head_wd=hp["head_wd"], stn_wd=hp["wd"], density=density, seed=p["seed"])
-    fr = fit(model, L["train"], groups, {g["name"]: cosine_schedule(g["lr"], E, spe) for g in groups}, E, loss_fn=obj,
+    obj = SwAVObjective(spec.embed_dim, E, spe, n_prototypes=hp["prototypes"], queue_length=hp["queue_length"],
+                        freeze_prototypes=hp["freeze_prototypes"], augment=L["augment"])
+    model, groups = prepare_selfsup(backbone, p["method"], obj, masked_targets(hp["masked"]), lr=hp["lr"], head_lr=hp["head_lr"],
+                                    head_wd=hp["head_wd"], stn_wd=hp["wd"], density=density, seed=p["seed"], init=hp.get("topk_init", "constant"))
+    loss = _topk_loss(backbone, obj, hp, E, spe, density) if p["method"] == "topk" else obj
+    fr = fit(model, L["train"], groups, {g["name"]: cosine_schedule(g["lr"], E, spe) for g in groups}, E, loss_fn=loss,
              extra={"swav": obj}, after_backward=obj.after_backward, seed=p["seed"], device=device, checkpoint=out / "checkpoint.pt")
-    m = _probe_metrics(backbone, L, device, p)
+    if p["method"] == "SMN": _keep_scores(backbone, obj, out)
     extra = _adaptation_record(backbone, out, p, {}, groups)
-    return dict(m, test_acc=m["lp_acc"]), fr, (extra | {"density": density} if density is not None else extra)
+    return fr, (extra | {"density": density} if density is not None else extra)
+
+def _selfsup_run(p, hp, spec, backbone, L, device, out):
+    "Self-supervised runs train on every image, labelled or not: a run with fewer labels reuses the all-labels run's adaptation."
+    if p["label_fraction"] < 1:
+        src, rec = _needed_record(p, f"label_fraction={p['label_fraction']:g}", label_fraction=1.0)
+        _adapted_from(p, backbone, src)
+        fr, extra = None, {k: rec.get(k) for k in _ADAPTATION_FIELDS} | dict(source_run=src.name)
+    else: fr, extra = _swav(p, hp, spec, backbone, L, device, out)
+    m = _probe_metrics(backbone.to(device), L, device, p)
+    return dict(m, test_acc=m["lp_acc"]), fr, extra
 
 def _supervised_run(p, hp, spec, backbone, L, device, out):
-    model = Classifier(backbone, _head(backbone, spec, L["classes"]))
-    groups = prepare_model(model, p["method"], spec.preset, lr=hp["lr"], wd=hp["wd"], head_lr=hp["head_lr"], head_wd=hp["head_wd"], seed=p["seed"])
+    model = Classifier(backbone, _head(backbone, spec, L["classes"], hp))
+    groups = prepare_model(model, p["method"], masked_targets(hp["masked"]), lr=hp["lr"], wd=hp["wd"], head_lr=hp["head_lr"], head_wd=hp["head_wd"], seed=p["seed"])
     E, spe = hp["epochs"], len(L["train"])
     sch = {g["name"]: cosine_schedule(g["lr"], E, spe, hp["warmup_epochs"] if g["name"] == "scores" else 0) for g in groups}
-    fr = fit(model, L["train"], groups, sch, E, seed=p["seed"], device=device, checkpoint=out / "checkpoint.pt",
-             val_fn=lambda: dict(val_acc=accuracy(model, L["val"], device)))
+    val_fn = (lambda: dict(val_acc=accuracy(model, L["val"], device))) if L["val"] is not None else None
+    fr = fit(model, L["train"], groups, sch, E, seed=p["seed"], device=device, checkpoint=out / "checkpoint.pt", val_fn=val_fn, augment=L["augment"])
     m = dict(test_acc=accuracy(model, L["test"], device), val_acc=fr.history[-1].get("val_acc"), **_probe_metrics(backbone, L, device, p))
     return m, fr, _adaptation_record(backbone, out, p, model.head.state_dict(), groups)
+
+_RUNNERS = {"none": _probe_run, "linear": _supervised_run, "zero-shot": _supervised_run, "swav": _selfsup_run}   # by the recipe's head
+
+# %% ../nbs/10_experiment.ipynb #5cef4bf1
+def _experts_dir(p, hp, disp:Path) -> Path:
+    "The folder of the experts of a cascade on dispatcher `disp` (K, router and expert epochs in its name's digest)."
+    key = dict(experts=hp["experts"], pca_dims=hp["pca_dims"], epochs=p["epochs"], seed=p["seed"])
+    return disp.parent / f"{disp.name}_experts{hp['experts']}_{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]}"
+
+def _expert(p, hp, spec, L, device, k:int, idx, start:dict, folder:Path) -> Path:
+    "Expert `k`: SwAV on the training images `idx`, from the dispatcher's scores and head (`start`); finished, resumed or trained."
+    with run_lock(folder):
+        if finished_record(folder): return folder
+        bs, n = p["batch_size"], len(idx)
+        E = p["epochs"] or (OFFLINE_EPOCHS["selfsup"] if p["dataset"] in OFFLINE_DATASETS else C.expert_epochs(n))
+        train = D.train_batches(L["train_set"], spec.input_size, bs, p["seed"], idx, p["data_dir"], p["num_workers"], device)
+        obj = SwAVObjective(spec.embed_dim, E, len(train), n_prototypes=hp["prototypes"], queue_length=hp["queue_length"],
+                            freeze_prototypes=hp["freeze_prototypes"], augment=L["augment"])
+        backbone = _backbone(p, spec)
+        model, groups = prepare_selfsup(backbone, "SMN", obj, masked_targets(hp["masked"]), lr=hp["lr"], head_lr=hp["head_lr"],
+                                        head_wd=hp["head_wd"], seed=p["seed"])
+        C.init_expert(backbone, obj, start["scores"], start["swav_head"])
+        fr = fit(model, train, groups, {g["name"]: cosine_schedule(g["lr"], E, len(train)) for g in groups}, E, loss_fn=obj,
+                 extra={"swav": obj}, after_backward=obj.after_backward, seed=p["seed"], device=device, checkpoint=folder / "checkpoint.pt")
+        rec = _mask_record(backbone, folder, p, {})
+        write_json(folder / "result.json", shaped(dict(run_id=folder.name, status="finished", params=dict(p, expert=k), hparams=dict(hp, epochs=E),
+                                                       history=fr.history, n_train_labelled=n, **rec)))
+    remove_checkpoint(folder / "checkpoint.pt")
+    return folder
+
+# %% ../nbs/10_experiment.ipynb #c8c04bfd
+def _cascade_members(p, hp, spec, backbone, L, device):
+    "The dispatcher on `backbone`, the router fitted on its training embeddings, and every expert's mask set (trained if needed)."
+    disp, _ = _needed_record(p, "method='SMC'", method="SMN", cascade=None, experts=None, label_fraction=1.0)
+    members = {"dispatcher": read_masks(disp / "mask.smn", backbone, backbone=p["model"])}
+    apply_masks(backbone, members["dispatcher"])
+    f_all, _ = P.embed(backbone, L["train_all"], device=device, progress=False)
+    router = C.fit_router(f_all, hp["experts"], hp["pca_dims"], seed=p["seed"])
+    start, home = checked_torch_load(disp / "scores.pt"), _experts_dir(p, hp, disp)
+    for k in range(hp["experts"]):
+        idx = torch.nonzero(router.train_clusters == k).flatten().numpy()
+        print(f"expert {k + 1}/{hp['experts']}: {len(idx)} training images", flush=True)
+        f = _expert(p, hp, spec, L, device, k, idx, start, home / f"expert{k}")
+        members[f"expert{k}"] = read_masks(f / "mask.smn", backbone, backbone=p["model"])
+    return disp, router, members, [home / f"expert{k}" for k in range(hp["experts"])]
+
+def _cascade_run(p, hp, spec, backbone, L, device, out):
+    "SMC: dispatcher + experts, features fused (conditionally on the route or not), then kNN and the whitened linear probe."
+    disp, router, members, experts = _cascade_members(p, hp, spec, backbone, L, device)
+    cond, fused = hp["cascade"] == "cond", {}
+    for split in ("train_eval", "val", "test"):
+        if L[split] is None: fused[split] = None; continue
+        f, y = C.embed_members(backbone, L[split], members, device=device)
+        blocks = list(f.values())
+        fused[split] = C.fuse(blocks, router.assign(blocks[0]), conditional=cond), y
+    (ftr, ytr), (fte, yte) = fused["train_eval"], fused["test"]
+    dim = min(spec.embed_dim, int(torch.linalg.matrix_rank(ftr - ftr.mean(0))))
+    m = C.cascade_metrics(ftr, ytr, fte, yte, feat_dim=dim, val=fused["val"], seed=p["seed"])
+    size = C.storage_beta([disp / "mask.smn"] + [e / "mask.smn" for e in experts], C.backbone_weights(backbone))
+    return (dict(knn_acc=m["knn_acc"], lp_acc=m["lp_acc"], lp_C=m["lp_C"], test_acc=m["lp_acc"]), None,
+            dict(size_beta=size["size_beta"], size_beta_1bit=size["size_beta_1bit"], adaptation_bits=8 * size["file_bytes"],
+                 forward_passes=C.forward_passes(hp["experts"], cond), members=[disp.name] + [f"{e.parent.name}/{e.name}" for e in experts]))
+
+_RUNNERS["cascade"] = _cascade_run
+
+# %% ../nbs/10_experiment.ipynb #0df6695d
+SCHEMA = 2
+_ADAPTATION_FIELDS = ("active_frac", "density", "n_masked", "n_trained", "entropy_bits", "mask_file_bytes", "mask_bits",
+                      "adaptation_bits", "adaptation_bits_1bit", "active_per_tensor")
+RECORD_SHAPE = dict(schema=SCHEMA, run_id=None, status=None, params=None, hparams=None,
+                    metrics=dict(test_acc=None, knn_acc=None, lp_acc=None, lp_C=None, val_acc=None),
+                    **dict.fromkeys(_ADAPTATION_FIELDS), size_beta=None, size_beta_1bit=None, forward_passes=None, members=None, source_run=None, n_train_labelled=None, n_classes=None, embed_dim=None,
+                    history=None, resumed_from=None, seconds=None, device=None, env=None, warnings=None, error=None)
+
+def shaped(rec:dict) -> dict:
+    "`rec` with every key of `RECORD_SHAPE` (missing ones None) and nothing else; metrics likewise."
+    if extra := set(rec) - set(RECORD_SHAPE): raise KeyError(f"record fields {sorted(extra)} are not in RECORD_SHAPE")
+    out = {k: rec.get(k, v) for k, v in RECORD_SHAPE.items()}
+    out["metrics"] = {**RECORD_SHAPE["metrics"], **(rec.get("metrics") or {})}
+    return out | dict(schema=SCHEMA)
 
 # %% ../nbs/10_experiment.ipynb #6aeb1006
 def run_warnings(rec:dict, n_classes:int) -> list[str]:
@@ -339,13 +446,13 @@ def environment() -> dict:
 def _execute(p, hp, out) -> dict:
     t0, device, spec = time.time(), resolve_device(p["device"]), B.BACKBONES[p["model"]]
     torch.manual_seed(p["seed"])
-    backbone, L = _backbone(p, spec), _loaders(p, spec, device)
-    kind = _probe_run if p["method"] in ("knn", "lp") else _selfsup_run if p["method"] in SSL_METHODS else _supervised_run
-    metrics, fr, extra = kind(p, hp, spec, backbone, L, device, out)
+    backbone, L = _backbone(p, spec), _loaders(p, hp, spec, device)
+    metrics, fr, extra = _RUNNERS[recipe(p["model"], p["method"]).head](p, hp, spec, backbone, L, device, out)
     hist, resumed = (fr.history, fr.resumed_from) if fr else ([], None)
     before = sum(h["seconds"] for h in hist[:resumed + 1]) if resumed is not None else 0.0
-    rec = dict(run_id=out.name, status="finished", params=p, hparams=hp, metrics=metrics, history=hist, **extra,
-               n_train_labelled=L["n_train"], n_classes=len(L["classes"]), embed_dim=spec.embed_dim, resumed_from=resumed, seconds=before + time.time() - t0, device=str(device), env=environment())
+    rec = shaped(dict(run_id=out.name, status="finished", params=p, hparams=hp, metrics=metrics, history=hist, **extra,
+                      n_train_labelled=L["n_train"], n_classes=len(L["classes"]), embed_dim=spec.embed_dim, resumed_from=resumed,
+                      seconds=before + time.time() - t0, device=str(device), env=environment()))
     if bad := nonfinite_fields(rec): raise FloatingPointError(f"run {out.name} produced non-finite {bad}: not recorded as finished")
     rec["warnings"] = run_warnings(rec, rec["n_classes"]) + [f"damaged checkpoint set aside: {f}" for f in getattr(fr, "set_aside", [])]
     return rec
@@ -360,7 +467,7 @@ def run_experiment(**params) -> dict:
     with run_lock(out):
         try: rec = _execute(p, hp, out)
         except Exception as e:
-            write_json(out / "result.json", dict(run_id=out.name, status="failed", error=f"{type(e).__name__}: {e}", params=p, hparams=hp))
+            write_json(out / "result.json", shaped(dict(run_id=out.name, status="failed", error=f"{type(e).__name__}: {e}", params=p, hparams=hp)))
             raise
         write_json(out / "result.json", rec)
     remove_checkpoint(out / "checkpoint.pt")                  # the record and mask file are the result now
@@ -368,26 +475,35 @@ def run_experiment(**params) -> dict:
     return rec
 
 # %% ../nbs/10_experiment.ipynb #f88c2793
-_RECORD_FIELDS = ("status", "active_frac", "adaptation_bits", "adaptation_bits_1bit", "mask_file_bytes", "n_masked", "n_trained",
-                  "density", "n_train_labelled", "seconds", "resumed_from", "device")
+def _flat(d:dict, prefix:str="") -> dict:
+    "Nested dicts as one level, keys joined by `_`."
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict): out.update(_flat(v, f"{prefix}{k}_"))
+        else: out[f"{prefix}{k}"] = v
+    return out
+
+_NOT_COLUMNS = ("params", "hparams", "metrics", "history", "env", "active_per_tensor")
 
 def load_results(runs_dir:str|Path|None=None, finished_only:bool=True) -> pd.DataFrame:
-    "Every record under `runs_dir`, one row each: parameters, `hp_*`, metrics, the record's numbers and its warnings."
+    "Every record under `runs_dir`, one row each: parameters, `hp_*`, metrics and every other field of the record."
     rows = []
     for f in sorted(runs_root(runs_dir).glob("*/result.json")):
         r = read_record(f.parent)
         if r is None or (finished_only and r.get("status", "finished") != "finished"): continue
-        rows.append({**r["params"], **{f"hp_{k}": v for k, v in r.get("hparams", {}).items()}, **r.get("metrics", {}),
-                     **{k: r[k] for k in _RECORD_FIELDS if k in r}, "warnings": len(r.get("warnings", [])), "run_id": r["run_id"]})
+        r = {**RECORD_SHAPE, **r}
+        rows.append({**(r["params"] or {}), **_flat(r["hparams"] or {}, "hp_"), **(r["metrics"] or {}),
+                     **{k: v for k, v in r.items() if k not in _NOT_COLUMNS}, "epochs_done": len(r["history"] or [])})
     return pd.DataFrame(rows)
 
 def summary(rec:dict) -> str:
     "One paragraph on a record: metrics, adaptation size, time, warnings."
     m = ", ".join(f"{k}={v:.4f}" for k, v in rec["metrics"].items() if isinstance(v, float) and k != "lp_C")
-    size = f", adaptation {rec['adaptation_bits'] / 8e3:,.1f} kB" if "adaptation_bits" in rec else ""
-    act = f", {rec['active_frac']:.2%} of weights active" if "active_frac" in rec else ""
+    size = f", adaptation {rec['adaptation_bits'] / 8e3:,.1f} kB" if rec.get("adaptation_bits") is not None else ""
+    act = f", {rec['active_frac']:.2%} of weights active" if rec.get("active_frac") is not None else ""
     res = f" (resumed after epoch {rec['resumed_from']})" if rec.get("resumed_from") is not None else ""
-    return "\n".join([f"{rec['run_id']}: {m}{act}{size}; {rec['seconds']:.0f} s{res}"] + [f"WARNING: {w}" for w in rec.get("warnings", [])])
+    src = f" (adaptation of {rec['source_run']})" if rec.get("source_run") else ""
+    return "\n".join([f"{rec['run_id']}: {m}{act}{size}{src}; {rec['seconds']:.0f} s{res}"] + [f"WARNING: {w}" for w in rec.get("warnings") or []])
 
 # %% ../nbs/10_experiment.ipynb #aa3173f3
 def plot_history(rec:dict):
@@ -420,19 +536,30 @@ def _literal(s:str):
     try: return ast.literal_eval(s)
     except (ValueError, SyntaxError): return s
 
+class RunFailed(RuntimeError):
+    "The run notebook raised; the message names the error and the executed notebook holding its traceback."
+
+def execute_notebook(given:dict, cwd:str|None=None) -> Path:
+    "Execute the run notebook with parameters `given` into `<runs>/<run_id>/run.ipynb`; return that run's folder."
+    import papermill as pm
+    p, hp = plan(**given)
+    out = runs_root(p["runs_dir"]) / run_id(p, hp); out.mkdir(parents=True, exist_ok=True)
+    print(f"{out.name}: notebook {out / 'run.ipynb'}", flush=True)
+    try: pm.execute_notebook(str(B.shipped_file("run.ipynb")), str(out / "run.ipynb"), parameters=dict(given, runs_dir=str(out.parent.resolve())),
+                             log_output=True, progress_bar=False, cwd=cwd or os.getcwd())  # relative data_dir/weights mean what they meant there
+    except pm.PapermillExecutionError as e:
+        raise RunFailed(f"{e.ename}: {e.evalue}\n(the executed notebook, with the full traceback: {out / 'run.ipynb'})") from None
+    return out
+
 def run_cli(argv:list[str]|None=None):
     "`smn-run -p NAME VALUE ...`: check the parameters, then execute the run notebook into `<runs>/<run_id>/run.ipynb`."
-    import argparse, papermill as pm
+    import argparse
     ap = argparse.ArgumentParser(prog="smn-run", description="Run one experiment (one cell of one table of the paper).",
                                  epilog="parameters (name = default  # type  help):\n" + parameters_source(), formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     given = {k: _literal(v) for k, v in ap.parse_args(argv).parameter}
-    try: p, hp = plan(**given)
-    except (TypeError, ValueError) as e: ap.error(str(e))
-    out = runs_root(p["runs_dir"]) / run_id(p, hp); out.mkdir(parents=True, exist_ok=True)
-    print(f"smn-run: {out.name}: notebook {out / 'run.ipynb'}", flush=True)
-    try: pm.execute_notebook(str(B.shipped_file("run.ipynb")), str(out / "run.ipynb"), parameters=dict(given, runs_dir=str(out.parent.resolve())),
-                             log_output=True, progress_bar=False, cwd=os.getcwd())  # relative data_dir/weights mean what they meant here
-    except pm.PapermillExecutionError as e:
-        raise SystemExit(f"smn-run: {e.ename}: {e.evalue}\n(the executed notebook, with the full traceback: {out / 'run.ipynb'})") from None
+    try: plan(**given)
+    except (TypeError, ValueError, FileNotFoundError) as e: ap.error(str(e))
+    try: out = execute_notebook(given)
+    except RunFailed as e: raise SystemExit(f"smn-run: {e}") from None
     print(summary(finished_record(out)))

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import bz2, copy, hashlib, io, json, lzma, math, numbers, os, re, struct, tempfile, zlib
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -19,11 +20,12 @@ from torch.nn.utils import parametrize
 from .files import atomic_write
 
 # %% auto #0
-__all__ = ['MASK_MODES', 'PRESETS', 'CTX_BINS', 'CTX_PRIOR', 'CTX_BACKOFF', 'CODECS', 'MASK_FORMAT', 'topk_mask', 'ScoreMask',
-           'select_targets', 'mask_model', 'masked_tensors', 'score_parameters', 'binary_entropy', 'mask_stats',
-           'MaskFileError', 'rice_encode', 'rice_decode', 'weight_bins', 'channel_bins', 'ctx_encode', 'ctx_decode',
-           'mask_digest', 'encode_mask', 'decode_mask', 'arch_signature', 'weights_fingerprint', 'save_masks',
-           'read_mask_file', 'load_masks', 'file_breakdown', 'merge']
+__all__ = ['MASK_MODES', 'SCORE_INITS', 'PRESETS', 'CTX_BINS', 'CTX_PRIOR', 'CTX_BACKOFF', 'CODECS', 'MASK_FORMAT', 'topk_mask',
+           'ScoreMask', 'select_targets', 'mask_model', 'masked_tensors', 'score_parameters', 'set_density',
+           'linear_density', 'binary_entropy', 'mask_stats', 'MaskFileError', 'rice_encode', 'rice_decode',
+           'weight_bins', 'channel_bins', 'ctx_encode', 'ctx_decode', 'mask_digest', 'encode_mask', 'decode_mask',
+           'arch_signature', 'weights_fingerprint', 'save_masks', 'read_mask_file', 'MaskSet', 'read_masks',
+           'apply_masks', 'load_masks', 'file_breakdown', 'merge']
 
 # %% ../nbs/01_masking.ipynb #e77e7da3
 class _ThresholdMask(torch.autograd.Function):
@@ -47,38 +49,77 @@ class _ThresholdMask(torch.autograd.Function):
         return g_weight, g_score, None
 
 # %% ../nbs/01_masking.ipynb #8c3fbe9e
+_SAMPLE = 16384                  # scores sampled to bracket the k-th largest (CPU selection)
+
+def _kth_largest(a:np.ndarray,   # flat float scores
+                 k:int,          # rank from the top, in [1, a.size]
+                ) -> tuple[float, int]:
+    "The `k`-th largest value `t` of `a` and how many entries are `>= t`, exactly; a sampled bracket spares a full selection."
+    n = a.size
+    if n > 4 * _SAMPLE:
+        s = a[:: n // _SAMPLE]                                       # a fixed, spread sample
+        ks = k * s.size / n; m = 4 * math.sqrt(ks * (1 - k / n)) + 8   # its rank of t, +- 4 standard errors
+        r_hi, r_lo = max(0, int(ks - m)), min(s.size - 1, int(ks + m))  # ranks from the top, 0-based
+        part = np.partition(s, [s.size - 1 - r_lo, s.size - 1 - r_hi])
+        lo, hi = part[s.size - 1 - r_lo], part[s.size - 1 - r_hi]
+        le = a <= hi
+        above = n - np.count_nonzero(le)
+        band = a[np.logical_and(a >= lo, le, out=le)]                # the scores in [lo, hi]
+        j = k - above                                                # t's rank from the top within [lo, hi]
+        if 1 <= j <= band.size:                                      # else the sample misled: select on everything
+            t = np.partition(band, band.size - j)[band.size - j]
+            return float(t), above + int(np.count_nonzero(band >= t))
+    t = np.partition(a, n - k)[n - k]
+    return float(t), int(np.count_nonzero(a >= t))
+
+def _topk_count(density:float, n:int) -> int: return max(1, math.ceil(density * n - 1e-6))   # density=k/N gives k back
+
 def topk_mask(score:torch.Tensor, # scores of one tensor
               density:float,      # fraction of entries kept, in (0, 1]
+              out:torch.Tensor|None=None, # where to write M (bool or float); a new bool tensor if None
              ) -> torch.Tensor:
-    "Boolean mask keeping exactly `ceil(density*numel)` highest scores (ties broken by `torch.topk`)."
-    k = max(1, math.ceil(density * score.numel() - 1e-6))    # tolerance: density=k/N must give k back
-    m = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
-    m[score.flatten().topk(k, sorted=False).indices] = True
-    return m.view_as(score)
+    "Mask keeping exactly `ceil(density*numel)` highest scores; ties at the threshold keep the lowest indices."
+    if out is not None and not out.is_contiguous(): return out.copy_(topk_mask(score, density))   # e.g. channels-last
+    k = _topk_count(density, score.numel())
+    out = torch.empty(score.shape, dtype=torch.bool, device=score.device) if out is None else out
+    if score.device.type != "cpu":                                   # a GPU selects fast: one top-k, no host sync
+        flat = out.view(-1); flat.zero_()
+        flat[score.detach().flatten().topk(k, sorted=False).indices] = 1
+        return out
+    s = score.detach()
+    a = s.reshape(-1).numpy() if s.dtype in (torch.float32, torch.float64) else s.float().reshape(-1).numpy()
+    t, n_ge = _kth_largest(a, k)
+    torch.ge(s, t, out=out)
+    if n_ge > k:                                                     # ties at t: drop the last n_ge - k of them
+        out.view(-1)[torch.from_numpy(np.flatnonzero(a == t)[k - n_ge:])] = 0
+    return out
 
+# %% ../nbs/01_masking.ipynb #df574222
 class _TopkMask(torch.autograd.Function):
     "`W*M/alpha` with `M` the top-k scores; pass-through gradient (alpha is constant)."
     @staticmethod
     def forward(ctx, weight, score, density):
-        m = topk_mask(score, density)
-        inv_alpha = (weight.numel() / m.sum()).sqrt().to(weight.dtype)
-        ctx.save_for_backward(weight, m, inv_alpha)
-        return torch.where(m, weight * inv_alpha, 0.)
+        out = topk_mask(score, density, out=torch.empty_like(weight))   # M as 0./1. in the output buffer
+        inv_alpha = math.sqrt(weight.numel() / _topk_count(density, weight.numel()))
+        ctx.save_for_backward(weight, out.bool() if ctx.needs_input_grad[0] else None)
+        ctx.inv_alpha = inv_alpha
+        return out.mul_(weight).mul_(inv_alpha)                      # theta = W*M/alpha, in place
 
     @staticmethod
     def backward(ctx, g):
-        weight, m, inv_alpha = ctx.saved_tensors
-        g_weight = g * m * inv_alpha if ctx.needs_input_grad[0] else None
-        return g_weight, g * weight * inv_alpha, None
+        weight, m = ctx.saved_tensors
+        g_weight = g * m * ctx.inv_alpha if ctx.needs_input_grad[0] else None
+        return g_weight, torch.mul(g, weight).mul_(ctx.inv_alpha), None
 
 # %% ../nbs/01_masking.ipynb #d2d937ea
 MASK_MODES = ("threshold", "topk")
+SCORE_INITS = ("constant", "kaiming")
 
 def _real(v) -> bool:
     "Is `v` a finite real number (a bool is not)?"
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v and abs(v) < 1e300
 
-def _check_mask_args(s0, mu, mode, density):
+def _check_mask_args(s0, mu, mode, density, init="constant"):
     "Raise a `ValueError` naming the bad value unless these are valid `ScoreMask` settings."
     if not (isinstance(mode, str) and mode in MASK_MODES): raise ValueError(f"mode={mode!r} is not one of {MASK_MODES}")
     if not (_real(s0) and _real(mu)): raise ValueError(f"s0={s0!r} and mu={mu!r} must be finite numbers")
@@ -86,6 +127,16 @@ def _check_mask_args(s0, mu, mode, density):
         raise ValueError(f"top-k mode needs 0 < density <= 1, got density={density!r}")
     if mode == "threshold" and not s0 > mu:
         raise ValueError(f"s0={s0} must exceed mu={mu}: every weight starts active")
+    if not (isinstance(init, str) and init in SCORE_INITS): raise ValueError(f"init={init!r} is not one of {SCORE_INITS}")
+    if init == "kaiming" and mode != "topk":
+        raise ValueError(f"init='kaiming' is for mode='topk', not mode={mode!r}: a threshold mask starts with every weight active")
+
+def _kaiming_scores(weight:torch.Tensor, generator:torch.Generator|None=None) -> torch.Tensor:
+    "Scores as `nn.init.kaiming_uniform_(a=sqrt(5))` draws a layer's weights: U(-b, b), b = 1/sqrt(fan_in)."
+    s = torch.empty(weight.shape, dtype=weight.dtype)
+    if s.ndim > 1: nn.init.kaiming_uniform_(s, a=math.sqrt(5), generator=generator)
+    else: b = 1 / math.sqrt(max(s.numel(), 1)); s.uniform_(-b, b, generator=generator)   # a bias: fan_in = its size
+    return s.to(weight.device)
 
 # %% ../nbs/01_masking.ipynb #630f0dd1
 class ScoreMask(nn.Module):
@@ -97,12 +148,14 @@ class ScoreMask(nn.Module):
                  mode:str="threshold",     # "threshold" (the paper) or "topk" (edge-popup baseline)
                  density:float|None=None,  # kept fraction, top-k mode only
                  jitter:float=1e-3,        # top-k only: scores start at s0*(1+U(0,jitter)) to break ties at random
-                 generator:torch.Generator|None=None):
+                 generator:torch.Generator|None=None,
+                 init:str="constant"):     # "constant" (S0, top-k jittered) or "kaiming" (top-k only: U(+-1/sqrt(fan_in)))
         super().__init__()
-        _check_mask_args(s0, mu, mode, density)
-        self.mu, self.mode, self.density, self.s0 = float(mu), mode, density, float(s0)
+        _check_mask_args(s0, mu, mode, density, init)
+        self.mu, self.mode, self.density, self.s0, self.init = float(mu), mode, density, float(s0), init
         score = torch.full_like(weight, s0, memory_format=torch.contiguous_format)
-        if mode == "topk" and jitter:
+        if init == "kaiming": score = _kaiming_scores(weight, generator)
+        elif mode == "topk" and jitter:
             u = torch.rand(weight.shape, generator=generator, dtype=weight.dtype).to(weight.device)
             score = score * (1 + jitter * u)
         self.score = nn.Parameter(score)
@@ -126,7 +179,7 @@ class ScoreMask(nn.Module):
             hi, lo = self.s0, 2 * self.mu - self.s0          # symmetric about mu
             self.score.copy_(torch.where(m.to(self.score.device), hi, lo))
 
-    def extra_repr(self): return f"mode={self.mode}, mu={self.mu}, density={self.density}"
+    def extra_repr(self): return f"mode={self.mode}, mu={self.mu}, density={self.density}, init={self.init}"
 
 # %% ../nbs/01_masking.ipynb #3eb6b39c
 def _is_clip_block(name): return re.search(r"(^|\.)resblocks\.\d+\.", name + ".") is not None
@@ -168,10 +221,11 @@ def mask_model(model:nn.Module,
                mode:str="threshold",          # "threshold" or "topk"
                density:float|None=None,       # top-k mode: fraction of weights kept per tensor
                freeze:bool=True,              # freeze every non-score parameter of `model`
-               seed:int=0,                    # top-k tie-breaking jitter
+               seed:int=0,                    # top-k: the tie-breaking jitter or the kaiming scores
+               init:str="constant",           # scores: "constant" (S^0) or "kaiming" (top-k only, the authors' baseline)
               ) -> nn.Module:
     "Mask the tensors of `model` chosen by `targets` in place; return `model` (unchanged if this raises)."
-    _check_mask_args(s0, mu, mode, density)
+    _check_mask_args(s0, mu, mode, density, init)
     if not (isinstance(targets, str) or callable(targets)):
         raise TypeError(f"targets={targets!r} is neither a preset name {sorted(PRESETS)} nor a predicate")
     sel = select_targets(model, targets)
@@ -179,7 +233,7 @@ def mask_model(model:nn.Module,
     already = [f"{mn}.{pn}" for mn, pn in sel if _score_mask(model.get_submodule(mn), pn) is not None]
     if already: raise ValueError(f"already masked: {already[:3]}... call `merge` or build a fresh model first")
     g = torch.Generator().manual_seed(seed)
-    sms = [ScoreMask(getattr(model.get_submodule(mn), pn).detach(), s0, mu, mode, density, generator=g) for mn, pn in sel]
+    sms = [ScoreMask(getattr(model.get_submodule(mn), pn).detach(), s0, mu, mode, density, generator=g, init=init) for mn, pn in sel]
     if freeze:                                       # from here on nothing can fail on bad input
         for p in model.parameters(): p.requires_grad_(False)
     for (mn, pn), sm in zip(sel, sms):
@@ -208,6 +262,27 @@ def masked_tensors(model:nn.Module) -> dict[str, ScoreMask]:
 def score_parameters(model:nn.Module) -> list[nn.Parameter]:
     "The score tensors of `model`, for the optimiser (SGD, momentum 0.9, no weight decay)."
     return [sm.score for sm in masked_tensors(model).values()]
+
+# %% ../nbs/01_masking.ipynb #49ed52de
+def set_density(model:nn.Module,
+                density:float,   # kept fraction of every top-k mask, in (0, 1]
+               ) -> nn.Module:
+    "Set the kept fraction of every top-k mask of `model` in place; return `model`."
+    tk = [sm for sm in masked_tensors(model).values() if sm.mode == "topk"]
+    if not tk: raise ValueError(f"this {type(model).__name__} has no top-k masks: mask it with mode='topk' first")
+    _check_mask_args(1.0, 0.0, "topk", density)
+    for sm in tk: sm.density = float(density)
+    return model
+
+def linear_density(epoch:int,       # e, 0-based
+                   epochs:int,      # E
+                   target:float,    # d, the density of the last epoch
+                   start:float=1.0, # the density of the first epoch
+                  ) -> float:
+    "Density of epoch `e` of `E`, linear from `start` at the first epoch to `target` at the last."
+    if not (isinstance(epochs, int) and epochs >= 1 and isinstance(epoch, int) and 0 <= epoch < epochs):
+        raise ValueError(f"epoch={epoch!r} must be an int in [0, epochs={epochs!r}), epochs an int >= 1")
+    return float(target) if epochs == 1 else start + (target - start) * epoch / (epochs - 1)
 
 # %% ../nbs/01_masking.ipynb #37d53e2e
 def binary_entropy(p:float) -> float:
@@ -620,20 +695,28 @@ def read_mask_file(path:str|Path) -> tuple[dict, bytes]:
     return header, payload
 
 # %% ../nbs/01_masking.ipynb #1b2a6248
-def _decode_all(model:nn.Module, header:dict, payload:bytes) -> dict[str, torch.Tensor]:
-    "Decode every mask of a checked header against `model`'s base weights, each for a parameter of the same shape."
-    shapes, bufs, present, masks = _param_shapes(model), dict(model.named_buffers()), masked_tensors(model), {}
-    for e in header["tensors"]:
-        name = e["name"]
+def _check_fit(model:nn.Module, entries:Iterable[tuple[str, list, str, int]]):
+    "Check that each `(name, shape, mode, ones)` is a parameter of `model` of that shape, and that no top-k mask is empty."
+    shapes, bufs, present = _param_shapes(model), dict(model.named_buffers()), masked_tensors(model)
+    for name, shape, mode, ones in entries:
         _need(name not in bufs, f"does not fit this model: {name!r} is a buffer, not a parameter; only parameters are masked")
         _need(name in shapes, f"does not fit this model: tensor {name!r} is not a parameter of it")
-        _need(shapes[name] == e["shape"], f"does not fit this model: tensor {name!r} has shape {shapes[name]}, the file has {e['shape']}")
-        mode = present[name].mode if name in present else e["mode"]
-        _need(mode != "topk" or e["ones"], f"tensor {name!r}: a top-k mask keeps at least one weight, this one has none")
-    ws = _base_weights(model, [e["name"] for e in header["tensors"]])
-    mine, theirs = weights_fingerprint(ws), header["weights_sha256"]
+        _need(shapes[name] == shape, f"does not fit this model: tensor {name!r} has shape {shapes[name]}, the file has {shape}")
+        mode = present[name].mode if name in present else mode
+        _need(mode != "topk" or ones, f"tensor {name!r}: a top-k mask keeps at least one weight, this one has none")
+
+def _check_weights(model:nn.Module, names:Iterable[str], theirs:str) -> dict[str, torch.Tensor]:
+    "`model`'s base tensors of `names`, after checking that their fingerprint is `theirs`."
+    ws = _base_weights(model, names)
+    mine = weights_fingerprint(ws)
     _need(mine == theirs, f"its masks were learned on other base weights (fingerprint {theirs[:16]}, this model's {mine[:16]}): "
           "load it onto the checkpoint it was trained from")
+    return ws
+
+def _decode_all(model:nn.Module, header:dict, payload:bytes) -> dict[str, torch.Tensor]:
+    "Decode every mask of a checked header against `model`'s base weights, each for a parameter of the same shape."
+    _check_fit(model, [(e["name"], e["shape"], e["mode"], e["ones"]) for e in header["tensors"]])
+    ws, masks = _check_weights(model, [e["name"] for e in header["tensors"]], header["weights_sha256"]), {}
     for e in header["tensors"]:
         name, blob = e["name"], payload[e["offset"]:e["offset"] + e["length"]]
         try: masks[name] = torch.from_numpy(decode_mask(e, blob, weights=ws[name].detach().cpu().float().numpy())).view(e["shape"])
@@ -641,6 +724,16 @@ def _decode_all(model:nn.Module, header:dict, payload:bytes) -> dict[str, torch.
     return masks
 
 # %% ../nbs/01_masking.ipynb #a8932e3e
+def _check_buffers(model:nn.Module, bufs:dict, strict:bool) -> dict[str, torch.Tensor]:
+    "The stored buffers that `model` has, each checked for its shape; with `strict`, every one must exist in it."
+    own, out = dict(model.named_buffers()), {}
+    for k, v in bufs.items():
+        _need(isinstance(k, str) and isinstance(v, torch.Tensor), f"its stored buffer {k!r} is not a named tensor")
+        if k not in own: _need(not strict, f"does not fit this model: buffer {k!r} is not in it"); continue
+        _need(own[k].shape == v.shape, f"does not fit this model: buffer {k!r} has shape {list(own[k].shape)}, the file has {list(v.shape)}")
+        out[k] = v
+    return out
+
 def _read_state(model:nn.Module, header:dict, payload:bytes, strict:bool) -> tuple[dict, dict]:
     "The stored buffers (checked against `model`'s) and extra state, loaded without running code."
     o = header["state_offset"]
@@ -648,13 +741,7 @@ def _read_state(model:nn.Module, header:dict, payload:bytes, strict:bool) -> tup
     except Exception as e: raise MaskFileError(f"its state cannot be loaded ({type(e).__name__}: {str(e)[:120]})") from None
     _need(isinstance(st, dict) and set(st) == {"buffers", "extra"} and isinstance(st["buffers"], dict)
           and isinstance(st["extra"], dict), "its state is not {'buffers': {...}, 'extra': {...}}")
-    own, bufs = dict(model.named_buffers()), {}
-    for k, v in st["buffers"].items():
-        _need(isinstance(k, str) and isinstance(v, torch.Tensor), f"its stored buffer {k!r} is not a named tensor")
-        if k not in own: _need(not strict, f"does not fit this model: buffer {k!r} is not in it"); continue
-        _need(own[k].shape == v.shape, f"does not fit this model: buffer {k!r} has shape {list(own[k].shape)}, the file has {list(v.shape)}")
-        bufs[k] = v
-    return bufs, st["extra"]
+    return _check_buffers(model, st["buffers"], strict), st["extra"]
 
 # %% ../nbs/01_masking.ipynb #6efce07e
 def _apply_masks(model:nn.Module, header:dict, masks:dict[str, torch.Tensor]):
@@ -668,6 +755,72 @@ def _apply_masks(model:nn.Module, header:dict, masks:dict[str, torch.Tensor]):
     sms = masked_tensors(model)
     for name, m in masks.items(): sms[name].set_mask(m)
 
+# %% ../nbs/01_masking.ipynb #ed81652f
+@dataclass(repr=False)
+class MaskSet:
+    "One adaptation apart from any model: masks, buffers, extra state, and a header saying how and on what to mask."
+    header: dict                     # "tensors" (name, shape, mode, mu, s0, density each), "arch", "weights_sha256", "meta"
+    masks: dict[str, torch.Tensor]   # 'module.param' -> bool mask, in the header's order
+    buffers: dict[str, torch.Tensor] = field(default_factory=dict)   # e.g. BatchNorm running statistics
+    extra: dict = field(default_factory=dict)                        # e.g. {"head": head.state_dict()}
+
+    def __post_init__(self):
+        es = self.header["tensors"]
+        if [e["name"] for e in es] != list(self.masks):
+            raise ValueError(f"masks {list(self.masks)[:3]}... do not match the header's tensors {[e['name'] for e in es][:3]}...")
+        bad = [e["name"] for e in es if self.masks[e["name"]].dtype != torch.bool or list(self.masks[e["name"]].shape) != e["shape"]]
+        if bad: raise ValueError(f"masks {bad[:3]} are not bool tensors of the header's shapes")
+
+    @classmethod
+    def from_model(cls, model:nn.Module, extra:dict|None=None, buffers:bool=True) -> MaskSet:
+        "The current masks and (copies of the) buffers of a masked `model`."
+        sms = masked_tensors(model)
+        if not sms: raise ValueError("the model has no masked tensors: call `mask_model` first")
+        ts = [dict(name=n, shape=list(sm.score.shape), mode=sm.mode, mu=sm.mu, s0=sm.s0, density=sm.density) for n, sm in sms.items()]
+        header = dict(format=MASK_FORMAT, meta={}, tensors=ts, arch=arch_signature(model),
+                      weights_sha256=weights_fingerprint(_base_weights(model, sms)))
+        bufs = {k: v.detach().cpu().clone() for k, v in model.named_buffers()} if buffers else {}
+        return cls(header, {n: sm.mask().cpu() for n, sm in sms.items()}, bufs, extra or {})
+
+    def active_frac(self) -> float: return sum(int(m.sum()) for m in self.masks.values()) / max(sum(m.numel() for m in self.masks.values()), 1)
+    def __repr__(self): return (f"MaskSet({len(self.masks)} masks, active {self.active_frac():.4f}, {len(self.buffers)} buffers, "
+                                f"extra {sorted(self.extra)}, backbone {self.header.get('meta', {}).get('backbone')!r})")
+
+# %% ../nbs/01_masking.ipynb #e36284f5
+def read_masks(path:str|Path,              # a file written by `save_masks`
+               model:nn.Module,            # the model it is for: its base weights decode the masks (it is not changed)
+               backbone:str|None=None,     # if given, must equal the file's meta["backbone"]
+               strict_buffers:bool=True,   # every stored buffer must exist in the model
+              ) -> MaskSet:
+    "Read, check and decode the mask file `path` for `model` into a `MaskSet`; `MaskFileError` naming the file if anything is wrong."
+    header, payload = read_mask_file(path)
+    with _reading(path):
+        got = header["meta"].get("backbone")
+        _need(backbone is None or got == backbone, f"saved for backbone {got!r}, not {backbone!r}")
+        bad = _arch_mismatch(arch_signature(model), header["arch"])
+        _need(bad is None, f"does not fit this model: {bad}")
+        masks = _decode_all(model, header, payload)
+        bufs, extra = _read_state(model, header, payload, strict_buffers)
+    return MaskSet(header, masks, bufs, extra)
+
+# %% ../nbs/01_masking.ipynb #9448ea08
+def apply_masks(model:nn.Module,
+                maskset:MaskSet,            # from `read_masks` or `MaskSet.from_model`
+                strict_buffers:bool=True,   # every buffer of the set must exist in the model
+               ) -> nn.Module:
+    "Put `maskset`'s masks and buffers on `model` in place (masking it first if needed), after checking they fit; return `model`."
+    h, masks = maskset.header, maskset.masks
+    bad = _arch_mismatch(arch_signature(model), h["arch"])
+    _need(bad is None, f"does not fit this model: {bad}")
+    _check_fit(model, [(e["name"], e["shape"], e["mode"], int(masks[e["name"]].sum())) for e in h["tensors"]])
+    _check_weights(model, masks, h["weights_sha256"])
+    bufs = _check_buffers(model, maskset.buffers, strict_buffers)
+    _apply_masks(model, h, masks)                                       # only now change the model
+    own = dict(model.named_buffers())
+    with torch.no_grad():
+        for k, v in bufs.items(): own[k].copy_(v)
+    return model
+
 # %% ../nbs/01_masking.ipynb #fd192419
 def load_masks(model:nn.Module,
                path:str|Path,              # a file written by `save_masks`
@@ -675,19 +828,9 @@ def load_masks(model:nn.Module,
                strict_buffers:bool=True,   # every stored buffer must exist in the model
               ) -> dict:
     "Apply the masks, buffers stored in `path` to `model` (masking it first if needed); return header with `extra`."
-    header, payload = read_mask_file(path)
-    with _reading(path):                                                # 1. check and decode everything
-        got = header["meta"].get("backbone")
-        _need(backbone is None or got == backbone, f"saved for backbone {got!r}, not {backbone!r}")
-        bad = _arch_mismatch(arch_signature(model), header["arch"])
-        _need(bad is None, f"does not fit this model: {bad}")
-        masks = _decode_all(model, header, payload)
-        bufs, extra = _read_state(model, header, payload, strict_buffers)
-    _apply_masks(model, header, masks)                                  # 2. only now change the model
-    own = dict(model.named_buffers())
-    with torch.no_grad():
-        for k, v in bufs.items(): own[k].copy_(v)
-    return dict(header, extra=extra)
+    ms = read_masks(path, model, backbone, strict_buffers)
+    apply_masks(model, ms, strict_buffers)
+    return dict(ms.header, extra=ms.extra)
 
 # %% ../nbs/01_masking.ipynb #990ff82c
 def file_breakdown(path:str|Path) -> dict:

@@ -4,25 +4,25 @@
 
 # %% ../nbs/03a_pretrain.ipynb #5f288f2b
 from __future__ import annotations
-import hashlib, json, math, os, platform, tempfile, time
+import hashlib, platform, time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .backbones import BACKBONES, Backbone, get_backbone, read_checkpoint, clean_state_dict, load_weights, fmnist_resnet
-from .data import get_dataset
+from .datasets import ImageDataset, get_dataset
+from .augment import BatchAugment
+from .store import eval_loader, make_loader
 from .files import atomic_torch_save, write_json
-from .train import Classifier
+from .train import Classifier, accuracy, cosine_schedule, fit
 
 # %% auto #0
-__all__ = ['fmnist_tensors', 'normalise', 'augment', 'accuracy', 'fmnist_classifier', 'pretrain_fashion_mnist']
+__all__ = ['RECIPE', 'fmnist_tensors', 'fmnist_accuracy', 'fmnist_classifier', 'pretrain_fashion_mnist']
 
 # %% ../nbs/03a_pretrain.ipynb #d133fc0a
-def fmnist_tensors(split:str="train",  # "train", "val", "test" or "trainval" (see `smn_nb.data.get_dataset`)
+def fmnist_tensors(split:str="train",  # "train", "val", "test" or "trainval" (see `smn_nb.datasets.get_dataset`)
                    size:int=32,         # output side
                    root=None,           # data root for `get_dataset`
                   ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,33 +32,13 @@ def fmnist_tensors(split:str="train",  # "train", "val", "test" or "trainval" (s
     if x.shape[-1] != size: x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x.round_().clamp_(0, 255).to(torch.uint8), ds.targets.clone()
 
-def normalise(x:torch.Tensor, mean, std) -> torch.Tensor:
-    "uint8 `(B, 1|3, H, W)` -> float `(B, 3, H, W)`, scaled to [0, 1] and normalised per channel."
-    x = x.float().div_(255).expand(-1, 3, -1, -1)                                # grey -> RGB (a view)
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-
-def augment(x:torch.Tensor,              # (B, C, H, W), any dtype
-            shift:int=2,                 # maximum translation in pixels (zero padding)
-            generator:torch.Generator|None=None,
-           ) -> torch.Tensor:
-    "Random horizontal flip and random translation by up to `shift` pixels, per image."
-    B, C, H, W = x.shape
-    flip = torch.rand(B, generator=generator) < 0.5
-    x = torch.where(flip.view(B, 1, 1, 1), x.flip(-1), x)
-    xp = F.pad(x, (shift, shift, shift, shift))                                 # (B, C, H+2s, W+2s)
-    dy, dx = (torch.randint(0, 2 * shift + 1, (2, B), generator=generator))
-    rows = dy[:, None] + torch.arange(H)                                        # (B, H)
-    cols = dx[:, None] + torch.arange(W)                                        # (B, W)
-    out = xp[torch.arange(B)[:, None, None], :, rows[:, :, None], cols[:, None, :]]   # (B, H, W, C)
-    return out.permute(0, 3, 1, 2)                                              # -> (B, C, H, W)
-
 # %% ../nbs/03a_pretrain.ipynb #5565787a
-@torch.no_grad()
-def accuracy(model:nn.Module, x:torch.Tensor, y:torch.Tensor, mean, std, bs:int=500) -> float:
-    "Top-1 accuracy of `model` (put in eval mode) on uint8 images `x` and labels `y`."
-    model.eval()
-    hits = sum((model(normalise(x[i:i + bs], mean, std)).argmax(1) == y[i:i + bs]).sum().item() for i in range(0, len(y), bs))
-    return hits / len(y)
+def fmnist_accuracy(model:nn.Module, split:str="test", n:int|None=None, root=None) -> float:
+    "Top-1 accuracy of `model` on the first `n` (None: all) images of Fashion-MNIST `split`, normalised as in pretraining."
+    spec = BACKBONES["resnet-fmnist"]
+    x, y = fmnist_tensors(split, spec.input_size, root)
+    ds = ImageDataset.from_tensors(x[:n], y[:n], name="fashion_mnist", split=split)
+    return accuracy(model, eval_loader(ds, spec.input_size, spec.mean, spec.std, 500, crop_pct=1.0))
 
 def fmnist_classifier(path:str|Path|None=None, # checkpoint; None = the lookup of `get_backbone("resnet-fmnist")`
                      ) -> Classifier:
@@ -72,7 +52,23 @@ def fmnist_classifier(path:str|Path|None=None, # checkpoint; None = the lookup o
     return Classifier(bb, head).eval()
 
 # %% ../nbs/03a_pretrain.ipynb #0c2a40b6
+def _train(spec, x:torch.Tensor, y:torch.Tensor, epochs:int, seed:int, batch_size:int, lr:float, weight_decay:float,
+           progress:bool) -> tuple[Classifier, float]:
+    "`resnet-fmnist` + a linear head trained on uint8 `x`, `y` by the recipe; the model and its last epoch's loss."
+    torch.manual_seed(seed)
+    model = Classifier(Backbone(fmnist_resnet(**spec.config), spec), nn.Linear(spec.embed_dim, 10))
+    dl = make_loader(ImageDataset.from_tensors(x, y), None, batch_size, shuffle=True, seed=seed)
+    groups = [dict(name="all", params=list(model.parameters()), lr=lr, weight_decay=weight_decay)]
+    r = fit(model, dl, groups, {"all": cosine_schedule(lr, epochs, len(dl), epoch_stepped=False)}, epochs, seed=seed,
+            nesterov=True, augment=BatchAugment(spec.input_size, spec.mean, spec.std, shift=2), epoch_metrics=(),
+            progress="auto" if progress else False)
+    return model, r.history[-1]["train_loss"]
+
 def _half(sd): return {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+
+# %% ../nbs/03a_pretrain.ipynb #38720b2f
+RECIPE = dict(optimizer="SGD(momentum=0.9, nesterov)", schedule="cosine per step", augment="hflip + translate 2px",
+              input="28->32 bilinear, grey->RGB", storage="fp16")
 
 def pretrain_fashion_mnist(out_path:str|Path,       # where to write the checkpoint (.pt); the JSON goes beside it
                            epochs:int=4,             # passes over the training split
@@ -82,51 +78,31 @@ def pretrain_fashion_mnist(out_path:str|Path,       # where to write the checkpo
                            batch_size:int=128,
                            lr:float=0.1,             # peak learning rate (cosine decay per step to 0)
                            weight_decay:float=5e-4,
-                           root=None,                # data root (see `smn_nb.data`)
+                           root=None,                # data root (see `smn_nb.datasets`)
                            progress:bool=True,
                           ) -> dict:
     "Supervised pretraining of `resnet-fmnist` on Fashion-MNIST; writes the checkpoint + JSON, returns the JSON's dict."
     if epochs < 1: raise ValueError(f"epochs={epochs} must be >= 1")
-    t0 = time.time()
-    spec = BACKBONES["resnet-fmnist"]
-    torch.manual_seed(seed); g = torch.Generator().manual_seed(seed)
+    t0, spec = time.time(), BACKBONES["resnet-fmnist"]
     xtr, ytr = fmnist_tensors("train", spec.input_size, root)
     if subset is not None:
-        keep = torch.randperm(len(ytr), generator=g)[:subset]; xtr, ytr = xtr[keep], ytr[keep]
-    model = Classifier(Backbone(fmnist_resnet(**spec.config), spec), nn.Linear(spec.embed_dim, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(ytr) / batch_size); total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / total)))
-    losses = []
-    bar = tqdm(total=total, disable=not progress, desc="pretrain resnet-fmnist")
-    for ep in range(epochs):
-        model.train()
-        perm = torch.randperm(len(ytr), generator=g)
-        for i in range(0, len(ytr), batch_size):
-            idx = perm[i:i + batch_size]
-            xb = normalise(augment(xtr[idx], generator=g), spec.mean, spec.std)
-            loss = F.cross_entropy(model(xb), ytr[idx])
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-            losses.append(loss.item()); bar.update(1); bar.set_postfix(epoch=ep, loss=f"{np.mean(losses[-50:]):.3f}")
-    bar.close()
+        keep = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(seed))[:subset]; xtr, ytr = xtr[keep], ytr[keep]
+    model, loss = _train(spec, xtr, ytr, epochs, seed, batch_size, lr, weight_decay, progress)
     train_s = time.time() - t0
     net_sd, head_sd = _half(model.backbone.net.state_dict()), _half(model.head.state_dict())
     load_weights(model.backbone.net, clean_state_dict(net_sd)); load_weights(model.head, clean_state_dict(head_sd))  # evaluate the file as shipped
     res = {}
     for split in ("val", "test"):
-        x, y = fmnist_tensors(split, spec.input_size, root)
-        if eval_subset is not None: x, y = x[:eval_subset], y[:eval_subset]
-        res[f"{split}_acc"], res[f"n_{split}"] = accuracy(model, x, y, spec.mean, spec.std), len(y)
-    out_path = Path(out_path)
+        res[f"{split}_acc"] = fmnist_accuracy(model, split, eval_subset, root)
+        res[f"n_{split}"] = min(len(get_dataset("fashion_mnist", split=split, root=root)), eval_subset or 10**9)
     recipe = dict(epochs=epochs, seed=seed, subset=subset, eval_subset=eval_subset, batch_size=batch_size, lr=lr,
-                  weight_decay=weight_decay, optimizer="SGD(momentum=0.9, nesterov)", schedule="cosine per step",
-                  augment="hflip + translate 2px", input="28->32 bilinear, grey->RGB", storage="fp16")
+                  weight_decay=weight_decay, **RECIPE)
     import timm
     meta = dict(backbone="resnet-fmnist", arch=spec.config, mean=spec.mean, std=spec.std, recipe=recipe, n_train=len(ytr),
-                **res, final_train_loss=float(np.mean(losses[-50:])), train_seconds=round(train_s, 1),
+                **res, final_train_loss=float(loss), train_seconds=round(train_s, 1),
                 torch=str(torch.__version__), timm=str(timm.__version__), threads=torch.get_num_threads(), machine=platform.machine())
+    out_path = Path(out_path)
     atomic_torch_save({"net": net_sd, "head": head_sd, "meta": meta}, out_path)
-    meta["sha256"] = hashlib.sha256(out_path.read_bytes()).hexdigest()
-    meta["bytes"] = out_path.stat().st_size
+    meta.update(sha256=hashlib.sha256(out_path.read_bytes()).hexdigest(), bytes=out_path.stat().st_size)
     write_json(out_path.with_suffix(".json"), meta)
     return meta

@@ -59,12 +59,13 @@ def prepare_selfsup(backbone:nn.Module,
                     lr:float|None=None,           # scores lr (default 50) / backbone lr for STN (default 0.15)
                     head_lr:float=0.15, head_wd:float=1e-6, stn_wd:float=1e-6,
                     density:float|None=None,      # topk: kept fraction
-                    seed:int=0):
+                    seed:int=0,
+                    init:str="constant"):         # topk scores: "constant" (S0) or "kaiming" (the authors' baseline)
     "Wrap `backbone` + SwAV head for `method`; mask or unfreeze it; return (model, named parameter groups)."
     if method not in SSL_METHODS: raise ValueError(f"method={method!r} is not one of {SSL_METHODS}")
     model = Classifier(backbone, objective.head)
     inner = {"SMN": "M", "topk": "topk", "STN": "FFT"}[method]
     lr = lr if lr is not None else (0.15 if method == "STN" else 50.0)
     groups = prepare_model(model, inner, preset, lr=lr, wd=stn_wd if method == "STN" else 0.0,
-                           head_lr=head_lr, head_wd=head_wd, density=density, seed=seed)
+                           head_lr=head_lr, head_wd=head_wd, density=density, seed=seed, init=init)
     return model, groups

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util, math, os, sys, tempfile, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -17,11 +17,13 @@ from tqdm.auto import tqdm
 
 from .masking import mask_model, score_parameters, select_targets, masked_tensors
 from .files import CorruptFileError, checked_torch_load, checked_torch_save, stale_temps
+from .swav import ddp_all_reduce, ddp_all_reduce_max
 
 # %% auto #0
-__all__ = ['METHODS', 'cosine_schedule', 'paper_warmup', 'Classifier', 'prepare_model', 'trainable_state', 'seed_epoch',
+__all__ = ['MODES', 'cosine_schedule', 'paper_warmup', 'Classifier', 'prepare_model', 'trainable_state', 'seed_epoch',
            'prev_checkpoint', 'save_checkpoint', 'remove_checkpoint', 'CheckpointWarning', 'load_checkpoint',
-           'check_finite', 'progress_mode', 'epoch_line', 'supervised_loss', 'FitResult', 'fit', 'accuracy']
+           'check_finite', 'progress_mode', 'epoch_line', 'supervised_loss', 'FitResult', 'active_fraction',
+           'distributed', 'init_distributed', 'shard', 'fit', 'accuracy']
 
 # %% ../nbs/04_train.ipynb #15afdf45
 def cosine_schedule(base_lr:float,          # lambda_0, the peak rate
@@ -45,7 +47,7 @@ def paper_warmup(epochs:int) -> int:
     return min(epochs - 1, round(epochs * 40 / 150))
 
 # %% ../nbs/04_train.ipynb #dd18fa13
-METHODS = ("M", "topk", "FFT")
+MODES = ("M", "topk", "FFT")   # how `prepare_model` adapts a backbone; the experiments' methods are `protocol.METHODS`
 
 class Classifier(nn.Module):
     "A backbone producing `(B, F)` embeddings followed by a head producing logits."
@@ -55,21 +57,22 @@ class Classifier(nn.Module):
     def forward(self, x): return self.head(self.backbone(x))
 
 def prepare_model(model:Classifier,
-                  method:str,                      # one of `METHODS`
+                  method:str,                      # one of `MODES`
                   preset:str|Callable="resnet",    # which tensors are masked (M) or trained (FFT)
                   lr:float=50.0,                   # scores lr (M) / backbone lr (FFT)
                   wd:float=0.0,                    # backbone weight decay (FFT only; scores never decay)
                   head_lr:float=1e-3,              # head lr
                   head_wd:float=5e-4,              # head weight decay
                   density:float|None=None,         # top-k density
-                  seed:int=0,                      # top-k tie-breaking
+                  seed:int=0,                      # top-k tie-breaking / kaiming scores
+                  init:str="constant",             # top-k scores: "constant" (S0) or "kaiming" (see `mask_model`)
                  ) -> list[dict]:
     "Mask (M, topk) or unfreeze (FFT) `model.backbone` for `method`; return named SGD parameter groups."
-    if method not in METHODS: raise ValueError(f"method={method!r} is not one of {METHODS}")
+    if method not in MODES: raise ValueError(f"method={method!r} is not one of {MODES}")
     bb = model.backbone
     for p in bb.parameters(): p.requires_grad_(False)
     if method in ("M", "topk"):
-        mask_model(bb, preset, mode="threshold" if method == "M" else "topk", density=density, freeze=True, seed=seed)
+        mask_model(bb, preset, mode="threshold" if method == "M" else "topk", density=density, freeze=True, seed=seed, init=init)
         groups = [dict(name="scores", params=score_parameters(bb), lr=lr, weight_decay=0.0)]
     else:
         params = [getattr(bb.get_submodule(mn), pn) for mn, pn in select_targets(bb, preset)]
@@ -85,10 +88,11 @@ def trainable_state(model:nn.Module) -> dict:
     keep = {n for n, p in model.named_parameters() if p.requires_grad} | {n for n, _ in model.named_buffers()}
     return {k: v for k, v in model.state_dict().items() if k in keep}
 
-def seed_epoch(seed:int, epoch:int, loader=None):
+def seed_epoch(seed:int, epoch:int, loader=None,
+               rank:int=0):   # this process's rank: torch's stream (augmentation) differs per process, the loader's does not
     "Seed torch, numpy and `loader`'s generator for `epoch`: an epoch's randomness never depends on the past."
     s = (seed * 1_000_003 + epoch) % 2**31
-    torch.manual_seed(s); np.random.seed(s)
+    torch.manual_seed((s + 7_919 * rank) % 2**31); np.random.seed(s)
     gen = getattr(loader, "generator", None)
     if gen is not None: gen.manual_seed(s)
 
@@ -186,12 +190,14 @@ def supervised_loss(model:nn.Module, batch) -> torch.Tensor:
     x, y = batch
     return nn.functional.cross_entropy(model(x), y)
 
-def _to(batch, device, channels_last=False):
-    if isinstance(batch, torch.Tensor):
-        batch = batch.to(device, non_blocking=True)
-        return batch.contiguous(memory_format=torch.channels_last) if channels_last and batch.ndim == 4 else batch
-    if isinstance(batch, (list, tuple)): return type(batch)(_to(b, device, channels_last) for b in batch)
+def _map(batch, f):
+    "`f` applied to every tensor of a (nested) batch."
+    if isinstance(batch, torch.Tensor): return f(batch)
+    if isinstance(batch, (list, tuple)): return type(batch)(_map(b, f) for b in batch)
     return batch
+
+def _channels_last(t:torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 and t.is_floating_point() else t
 
 @dataclass
 class FitResult:
@@ -213,6 +219,7 @@ class _Loop:
     model: nn.Module; extra: dict; opt: torch.optim.Optimizer; names: list; schedules: dict; spe: int
     loss_fn: Callable; device: torch.device; amp: bool; channels_last: bool
     after_backward: Callable|None; on_step: Callable|None; ckpt: Path|None
+    augment: Callable|None = None; epoch_metrics: tuple = (); dist: tuple|None = None   # dist: (rank, world size)
 
 def _check_schedules(names:list, schedules:dict, epochs:int, spe:int):
     "At least one step per epoch, and a finite learning rate for each group and step."
@@ -228,6 +235,15 @@ def _check_schedules(names:list, schedules:dict, epochs:int, spe:int):
             raise FloatingPointError(f"the learning rate of group {n!r} is {s[i]} at epoch {i // spe}, step {i % spe} "
                                      f"(global step {i}): a non-finite rate can only break the run")
 
+# %% ../nbs/04_train.ipynb #a7658e00
+def _prepare(L:_Loop, batch):
+    "This process's share of `batch`, on the device, augmented, channels-last where that is on."
+    if L.dist is not None: batch = shard(batch, *L.dist)
+    batch = _map(batch, lambda t: t.to(L.device, non_blocking=True))
+    if L.augment is not None:
+        with torch.no_grad(): batch = (L.augment(batch[0]), *batch[1:])
+    return _map(batch, _channels_last) if L.channels_last else batch
+
 # %% ../nbs/04_train.ipynb #32efd1cc
 def _train_epoch(L:_Loop, epoch:int, batches) -> float:
     "One epoch of SGD steps over `batches`; its mean loss. A non-finite loss raises `FloatingPointError` at once."
@@ -236,7 +252,7 @@ def _train_epoch(L:_Loop, epoch:int, batches) -> float:
     for i, batch in enumerate(batches):
         step = epoch * L.spe + i
         for g, name in zip(L.opt.param_groups, L.names): g["lr"] = float(L.schedules[name][step])
-        batch = _to(batch, L.device, L.channels_last)
+        batch = _prepare(L, batch)
         with torch.autocast(L.device.type, dtype=torch.bfloat16, enabled=L.amp):
             loss = L.loss_fn(L.model, batch)
         if not torch.isfinite(loss):
@@ -249,7 +265,15 @@ def _train_epoch(L:_Loop, epoch:int, batches) -> float:
         L.opt.step()
         if L.on_step is not None: L.on_step(step, L.model)
         tot += loss.detach(); n += 1
+    if L.dist is not None: torch.distributed.all_reduce(tot); tot /= L.dist[1]   # the mean over all processes
     return (tot / max(n, 1)).item()
+
+# %% ../nbs/04_train.ipynb #c66012a0
+def active_fraction(model:nn.Module) -> dict:
+    "`{'active_frac': f}`, the share of `model`'s masked weights that are on; `{}` without masks (a `fit` epoch hook)."
+    sms = masked_tensors(model)
+    if not sms: return {}
+    return {"active_frac": sum(int(s.mask().sum()) for s in sms.values()) / sum(s.score.numel() for s in sms.values())}
 
 # %% ../nbs/04_train.ipynb #cb97e04a
 def _plain(v):
@@ -260,14 +284,15 @@ def _plain(v):
     return v
 
 def _epoch_record(L:_Loop, epoch:int, loss:float, seconds:float, val_fn:Callable|None) -> dict:
-    "The history entry of `epoch` (loss, seconds, rates, active fraction, validation metrics), checked finite."
+    "The history entry of `epoch` (loss, seconds, rates, hooks' metrics, validation), checked finite; rank 0's for all processes."
     rec = dict(epoch=epoch, train_loss=loss, seconds=seconds, **{f"lr_{k}": float(L.schedules[k][epoch * L.spe]) for k in L.names})
     check_finite({"model": L.model, **L.extra}, epoch, rec)
-    sms = masked_tensors(L.model)
-    if sms: rec["active_frac"] = sum(int(s.mask().sum()) for s in sms.values()) / sum(s.score.numel() for s in sms.values())
-    if val_fn is not None: rec.update(_plain(val_fn()))
+    for f in L.epoch_metrics: rec.update(_plain(f(L.model)))
+    if val_fn is not None and _lead(L.dist): rec.update(_plain(val_fn()))
     check_finite({}, epoch, rec)
-    return rec
+    if L.dist is None: return rec
+    box = [rec]; torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 # %% ../nbs/04_train.ipynb #08eef027
 def _resume(L:_Loop, res:FitResult, epochs:int, mode:str|None) -> int:
@@ -286,6 +311,51 @@ def _resume(L:_Loop, res:FitResult, epochs:int, mode:str|None) -> int:
     if mode: print(f"resumed from epoch {st['epoch'] + 1}/{epochs} (checkpoint {path})", flush=True)
     return st["epoch"] + 1
 
+# %% ../nbs/04_train.ipynb #9c746cae
+def distributed() -> tuple[int, int]|None:
+    "`(rank, world_size)` when this process is one of several in a `torch.distributed` group (e.g. under `torchrun`), else None."
+    d = torch.distributed
+    if not (d.is_available() and d.is_initialized()) or d.get_world_size() < 2: return None
+    return d.get_rank(), d.get_world_size()
+
+def _lead(dist:tuple|None) -> bool: return dist is None or dist[0] == 0
+
+# %% ../nbs/04_train.ipynb #e90153b3
+def init_distributed(backend:str|None=None) -> torch.device:   # None: nccl with CUDA, else gloo
+    "Join the process group `torchrun` describes (`WORLD_SIZE` > 1), once; this process's device (`cuda:LOCAL_RANK`, else CPU)."
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if cuda: torch.cuda.set_device(device)
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend or ("nccl" if cuda else "gloo"))
+    return device
+
+# %% ../nbs/04_train.ipynb #cbf1e9b0
+def shard(batch, rank:int, world:int):
+    "Process `rank`'s contiguous `1/world` of every tensor in a (nested) global batch."
+    def part(t):
+        if len(t) < world: raise ValueError(f"a batch of {len(t)} cannot be shared by {world} processes: use a global batch size >= {world}")
+        return t.tensor_split(world)[rank]
+    return _map(batch, part)
+
+# %% ../nbs/04_train.ipynb #cf57a337
+class _Step(nn.Module):
+    "`loss_fn(model, batch)` as one module, so DistributedDataParallel sees each step's whole forward."
+    def __init__(self, model:nn.Module, loss_fn:Callable):
+        super().__init__(); self.model, self.loss_fn = model, loss_fn
+    def forward(self, batch): return self.loss_fn(self.model, batch)
+
+def _ddp_loss(model:nn.Module, loss_fn:Callable, device:torch.device, extra:dict) -> Callable:
+    "`loss_fn` through DistributedDataParallel (gradients averaged over processes); reducer hooks in it or `extra` get the group's."
+    for m in (m for top in (loss_fn, *extra.values()) if isinstance(top, nn.Module) for m in top.modules()):
+        if getattr(m, "all_reduce", False) is None and getattr(m, "all_reduce_max", False) is None:
+            m.all_reduce, m.all_reduce_max = ddp_all_reduce, ddp_all_reduce_max
+    ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    with warnings.catch_warnings():   # torch 2.14 deprecates it, yet it is still the way to keep buffers per process
+        warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
+        ddp = nn.parallel.DistributedDataParallel(_Step(model, loss_fn), device_ids=ids, broadcast_buffers=False)
+    return lambda model, batch: ddp(batch)
+
 # %% ../nbs/04_train.ipynb #5dfe41e6
 def fit(model:nn.Module,
         train_loader,                          # yields batches `loss_fn` understands; `len` = optimiser steps per epoch
@@ -299,37 +369,43 @@ def fit(model:nn.Module,
         amp:bool|None=None,                    # bf16 autocast; default: on for CUDA
         checkpoint:str|Path|None=None,         # per-epoch checkpoint file; resumes from it (or its `.prev` copy) if present
         extra:dict[str, nn.Module]|None=None,  # more modules whose state is checkpointed (e.g. a SwAV head)
-        val_fn:Callable|None=None,             # () -> dict of metrics, run after each epoch
+        val_fn:Callable|None=None,             # () -> dict of metrics, run after each epoch (by rank 0)
         after_backward:Callable|None=None,     # (global_step, model) -> None, between backward and step (e.g. freeze prototypes)
         on_step:Callable|None=None,            # (global_step, model) -> None, after each optimiser step
         on_epoch_end:Callable|None=None,       # (epoch, history) -> None, after the checkpoint is written
         progress:bool|str="auto",              # "bar", "lines" (one line per epoch), False; "auto": see `progress_mode`
+        augment:Callable|None=None,            # applied on the device to each batch's images (`batch[0]`), e.g. `BatchAugment`
+        epoch_metrics:Sequence[Callable]=(active_fraction,),  # model -> dict, merged into each epoch's record
+        nesterov:bool=False,                   # Nesterov momentum
        ) -> FitResult:
-    "Train with SGD and per-step schedules; checkpoint every epoch; resume from `checkpoint` if it exists."
-    device, extra = torch.device(device), extra or {}
+    "Train with SGD and per-step schedules; checkpoint every epoch; resume from `checkpoint` if it exists; DDP under `torchrun`."
+    device, extra, dist = torch.device(device), extra or {}, distributed()
     names, spe = [g["name"] for g in groups], len(train_loader)
     _check_schedules(names, schedules, epochs, spe)
-    mode, cuda = progress_mode(progress), device.type == "cuda"
+    if dist is not None and getattr(train_loader, "generator", None) is None:
+        raise ValueError("under DDP every process must draw the same batches: give train_loader a seeded `generator` (make_loader does)")
+    mode, cuda = progress_mode(progress) if _lead(dist) else None, device.type == "cuda"
     model.to(device)
     if cuda: model.to(memory_format=torch.channels_last)
     for m in extra.values(): m.to(device)
-    opt = torch.optim.SGD([{k: v for k, v in g.items() if k != "name"} for g in groups], lr=0.0, momentum=momentum)
+    opt = torch.optim.SGD([{k: v for k, v in g.items() if k != "name"} for g in groups], lr=0.0, momentum=momentum, nesterov=nesterov)
     L = _Loop(model, extra, opt, names, schedules, spe, loss_fn, device, cuda if amp is None else amp, cuda,
-              after_backward, on_step, Path(checkpoint) if checkpoint else None)
+              after_backward, on_step, Path(checkpoint) if checkpoint else None, augment, tuple(epoch_metrics), dist)
     res = FitResult(steps_per_epoch=spe)
     prog = _Progress(mode, start := _resume(L, res, epochs, mode), epochs)
+    if dist is not None: L.loss_fn = _ddp_loss(model, loss_fn, device, extra)
     try:
         for epoch in range(start, epochs):
-            seed_epoch(seed, epoch, train_loader); t0 = time.time()
+            seed_epoch(seed, epoch, train_loader, dist[0] if dist else 0); t0 = time.time()
             loss = _train_epoch(L, epoch, prog.batches(train_loader, epoch))
             res.history.append(_epoch_record(L, epoch, loss, time.time() - t0, val_fn))
-            if L.ckpt is not None:
+            if L.ckpt is not None and _lead(dist):
                 save_checkpoint(dict(model=trainable_state(model), extra={k: m.state_dict() for k, m in extra.items()},
                                      optimizer=opt.state_dict(), epoch=epoch, history=res.history), L.ckpt)
             prog.epoch_done(res.history[-1])
             if on_epoch_end is not None: on_epoch_end(epoch, res.history)
     finally: prog.close()
-    if L.ckpt is not None: prev_checkpoint(L.ckpt).unlink(missing_ok=True)
+    if L.ckpt is not None and _lead(dist): prev_checkpoint(L.ckpt).unlink(missing_ok=True)
     return res
 
 # %% ../nbs/04_train.ipynb #f0ec54dd

@@ -54,7 +54,7 @@ def test_mask_file_rebuilds_the_adapted_network(tmp_path):
     info = load_masks(bb, folder / "mask.smn", backbone=rec["params"]["model"])
     head = torch.nn.Linear(bb.spec.embed_dim, len(info["extra"]["head"]["bias"]))
     head.load_state_dict(info["extra"]["head"])
-    L = E._loaders(E.validate_params(**rec["params"]), bb.spec, "cpu")
+    L = E._loaders(E.validate_params(**rec["params"]), rec["hparams"], bb.spec, "cpu")
     assert accuracy(Classifier(bb, head), L["test"]) == pytest.approx(rec["metrics"]["test_acc"], abs=1e-9)
 
 
@@ -66,7 +66,7 @@ def test_rerun_skips_and_bad_parameters_fail_clearly(tmp_path):
         run(tmp_path, method="LoRA")
     with pytest.raises(pm.PapermillExecutionError, match="did you mean 'dataset'.*valid parameters: dataset, model"):
         run(tmp_path, method="lp", datset="dtd")                 # a misspelled -p name is an error, not a warning
-    with pytest.raises(pm.PapermillExecutionError, match="applies to method='topk' only"):
+    with pytest.raises(pm.PapermillExecutionError, match="applies to method topk only"):
         run(tmp_path, method="lp", density=0.3)
 
 
@@ -157,3 +157,12 @@ def test_demo_notebook_compares_methods(tmp_path):
     for line in ("frozen + kNN", "frozen + linear probe", "M + its own head", "M + kNN", "M + linear probe"):
         assert line in text
     assert "M stores" in text and len(E.load_results(tmp_path / "runs")) == 4
+
+
+def test_authors_topk_lowers_the_kept_fraction_linearly(tmp_path):
+    from smn_nb.experiment import run_experiment
+    rec = run_experiment(method="topk", density=0.5, epochs=3, runs_dir=str(tmp_path), device="cpu", protocol="authors", batch_size=256)
+    assert (rec["hparams"]["topk_init"], rec["hparams"]["topk_density"]) == ("kaiming", "linear")
+    assert [round(h["active_frac"], 3) for h in rec["history"]] == [1.0, 0.75, 0.5]   # 1 + (d - 1) e / (E - 1), per epoch
+    paper = run_experiment(method="topk", density=0.5, epochs=1, runs_dir=str(tmp_path), device="cpu", batch_size=256)
+    assert round(paper["history"][0]["active_frac"], 3) == 0.5                           # the paper's: the target from the start
