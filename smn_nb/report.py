@@ -15,6 +15,7 @@ from . import paper as PP
 from .paper import PROFILES, DECLARED, FIELD, paper_numbers, cell_run, table_ids
 from . import experiment as E
 from .experiment import DEFAULTS, load_results, read_record, runs_root
+from .protocol import resolve_hparams
 from .compare import stored_bits
 
 # %% auto #0
@@ -39,6 +40,9 @@ def param_key(p:dict) -> tuple:
     "The values of `MATCH` in run parameters `p` (defaults filled), canonical: NaN is None, numbers are floats."
     q = {**DEFAULTS, **{k: v for k, v in p.items() if _canon(v) is not None or k not in DEFAULTS}}
     if q["method"] == "topk" and q["density"] is None: q["density"] = 0.5      # what run_id says too
+    if q["method"] not in ("knn", "lp"):                                          # None and the protocol's value are one run
+        hp = resolve_hparams(q["model"], q["method"], q["dataset"], q["protocol"], n_train=1, cascade=q["cascade"] or "cond")
+        q.update({k: hp[k] for k in ("prototypes", "masked") if q[k] is None and k in hp})
     return tuple(_canon(q[k]) for k in MATCH)
 
 # %% ../nbs/14_report.ipynb #b6bafb8d
