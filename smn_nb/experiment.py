@@ -126,7 +126,6 @@ def validate_params(**kw) -> dict:
         if p[k] is not None and p["method"] not in ms:
             raise ValueError(f"{k}={p[k]!r} applies to method {' / '.join(ms)} only, not method={p['method']!r}: leave it None")
     if p["method"] == "SMC" and p["cascade"] is None: raise ValueError("method='SMC' needs cascade='cond' or 'uncond' (-p cascade cond)")
-    if p["masked"] is not None: resolve_hparams(p["model"], p["method"], p["dataset"], masked=p["masked"], n_train=1, cascade=p["cascade"])
     return p
 
 # %% ../nbs/10_experiment.ipynb #fa0901d1
@@ -211,8 +210,7 @@ def _loaders(p, hp, spec, device):
     lab = label_indices(tr.targets, p["label_fraction"], hp["label_policy"], p["seed"])
     size, kw = spec.input_size, dict(root=root, num_workers=p["num_workers"], device=device)   # num_workers None: D.default_workers
     if p["method"] in SWAV_METHODS:    # all training images, unlabelled: SwAV's multi-crop (as the protocol says) on the device
-        train, _ = D.selfsup_train_loader(tr, size, spec.mean, hp["multicrop_std"], bs, seed=p["seed"], **kw)
-        augment = D.BatchMultiCrop(size, max(8, round(size * 96 / 224)), spec.mean, hp["multicrop_std"], **hp["multicrop"]).to(device)
+        train, augment = D.selfsup_train_loader(tr, size, spec.mean, hp["multicrop_std"], bs, seed=p["seed"], **kw, **hp["multicrop"])
     else:                              # the labelled images: random resized crop + flip on the device, in `fit`
         train, augment = D.supervised_train_loader(tr, size, ev["mean"], ev["std"], bs, seed=p["seed"], indices=lab,
                                                    train_aug=hp.get("train_aug"), **kw)
@@ -301,6 +299,11 @@ def _keep_scores(backbone, obj, out):
     checked_torch_save(dict(scores={n: sm.score.detach().cpu() for n, sm in masked_tensors(backbone).items()},
                             swav_head=obj.head.state_dict()), out / "scores.pt")
 
+def _fit_swav(model, train, groups, obj, E, seed, device, checkpoint, loss=None):
+    "SwAV training of `model` for `E` epochs of `train`: plain cosine rates, the objective's state checkpointed with the model."
+    return fit(model, train, groups, {g["name"]: cosine_schedule(g["lr"], E, len(train)) for g in groups}, E, loss_fn=loss or obj,
+               extra={"swav": obj}, after_backward=obj.after_backward, seed=seed, device=device, checkpoint=checkpoint)
+
 def _objective(hp, spec, E, spe, augment) -> SwAVObjective:
     "The SwAV loss with the protocol's head, prototypes, queue, freeze and Sinkhorn settings for `E` epochs of `spe` steps."
     return SwAVObjective(spec.embed_dim, E, spe, n_prototypes=hp["prototypes"], queue_length=hp["queue_length"],
@@ -314,8 +317,7 @@ def _swav(p, hp, spec, backbone, L, device, out):
     model, groups = prepare_selfsup(backbone, p["method"], obj, masked_targets(hp["masked"]), lr=hp["lr"], head_lr=hp["head_lr"],
                                     head_wd=hp["head_wd"], stn_wd=hp["wd"], density=density, seed=p["seed"], init=hp.get("topk_init", "constant"))
     loss = _topk_loss(backbone, obj, hp, E, spe, density) if p["method"] == "topk" else obj
-    fr = fit(model, L["train"], groups, {g["name"]: cosine_schedule(g["lr"], E, spe) for g in groups}, E, loss_fn=loss,
-             extra={"swav": obj}, after_backward=obj.after_backward, seed=p["seed"], device=device, checkpoint=out / "checkpoint.pt")
+    fr = _fit_swav(model, L["train"], groups, obj, E, p["seed"], device, out / "checkpoint.pt", loss)
     if p["method"] == "SMN": _keep_scores(backbone, obj, out)
     extra = _adaptation_record(backbone, out, p, {}, groups) | dict(swav_collapse=obj.collapse_warning(fr.history))
     return fr, (extra | {"density": density} if density is not None else extra)
@@ -360,8 +362,7 @@ def _expert(p, hp, spec, L, device, k:int, idx, start:dict, folder:Path) -> Path
         model, groups = prepare_selfsup(backbone, "SMN", obj, masked_targets(hp["masked"]), lr=hp["lr"], head_lr=hp["head_lr"],
                                         head_wd=hp["head_wd"], seed=p["seed"])
         C.init_expert(backbone, obj, start["scores"], start["swav_head"])
-        fr = fit(model, train, groups, {g["name"]: cosine_schedule(g["lr"], E, len(train)) for g in groups}, E, loss_fn=obj,
-                 extra={"swav": obj}, after_backward=obj.after_backward, seed=p["seed"], device=device, checkpoint=folder / "checkpoint.pt")
+        fr = _fit_swav(model, train, groups, obj, E, p["seed"], device, folder / "checkpoint.pt")
         rec = _mask_record(backbone, folder, p, {}) | dict(swav_collapse=obj.collapse_warning(fr.history))
         if rec["swav_collapse"]: print(f"WARNING: expert {k}: {rec['swav_collapse']}", flush=True)
         write_json(folder / "result.json", shaped(dict(run_id=folder.name, status="finished", params=dict(p, expert=k), hparams=dict(hp, epochs=E),

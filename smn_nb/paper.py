@@ -4,14 +4,14 @@
 
 # %% ../nbs/12_paper.ipynb #66ed0d8e
 from __future__ import annotations
-import json, math
+import json
 from dataclasses import dataclass
 from itertools import product
 
 import pandas as pd
 
 from . import backbones as B
-from .protocol import SSL_METHODS
+from .protocol import SSL_METHODS, practices
 from .experiment import DEFAULTS, plan, run_id
 
 # %% auto #0
@@ -128,7 +128,6 @@ SPLIT_SIZES = {  # (train, val, test): CoOp's split files; CIFAR: ours, 10% of t
     "fmnist_inverted": (2160, 240, 600)}                                                              # (a test below reads them)
 
 def _n_train(p:dict, sizes:dict) -> int|None:
-    from smn_nb.protocol import practices
     s = sizes.get(p["dataset"])
     if s is None: return None
     return s[0] + (s[1] if practices(p.get("protocol", "paper"))["train_split"] == "trainval" else 0)

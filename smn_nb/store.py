@@ -154,10 +154,11 @@ def supervised_train_loader(dataset:ImageDataset, size:int, mean:Sequence[float]
 # %% ../nbs/03e_store.ipynb #7a626165
 def selfsup_train_loader(dataset:ImageDataset, size:int, mean:Sequence[float], std:Sequence[float], batch_size:int,
                          seed:int=0, root:str|Path|None=None, num_workers:int|None=None,
-                         device:str|torch.device="cpu") -> tuple[DataLoader, BatchMultiCrop]:
+                         device:str|torch.device="cpu",
+                         **crops) -> tuple[DataLoader, BatchMultiCrop]:   # more `BatchMultiCrop` settings, e.g. n_small=0
     "`(loader, augment)`: uint8 batches of every training image, and SwAV's multi-crop for `device`."
     dl = train_batches(dataset, size, batch_size, seed, None, root, num_workers, device)
-    return dl, BatchMultiCrop(size, max(8, round(size * 96 / 224)), mean, std).to(device)
+    return dl, BatchMultiCrop(size, max(8, round(size * 96 / 224)), mean, std, **crops).to(device)
 
 # %% ../nbs/03e_store.ipynb #5c73d560
 def eval_loader(dataset:ImageDataset, size:int, mean:Sequence[float], std:Sequence[float], batch_size:int=256,

@@ -173,7 +173,8 @@ def _execute(grid:list[dict], root:Path, args) -> int:
     slots = list(range(n))[:args.parallel or n] if n else [None] * (args.parallel or 1)
     known = {k: ("done" if s == "done" else "blocked") for k, s in st.items()}
     final = run_pool(todo, ex, str(root), slots, args.retries, known=known)
-    bad = {k: s for k, s in final.items() if s != "done" and k in {e["key"] for e in todo}}
+    asked = {e["key"] for e in todo}
+    bad = {k: s for k, s in final.items() if s != "done" and k in asked}
     print(f"smn-sweep: {len(todo) - len(bad)} of {len(todo)} finished" + (f"; not finished: {bad} (logs in {folder})" if bad else ""))
     return 1 if bad else 0
 
