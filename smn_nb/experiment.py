@@ -147,7 +147,7 @@ def plan(n_train:int|None=None,  # training images of the dataset's training spl
     if n_train is None and ssl_paper:      # E = round(50000/N*150) depends on the split the protocol trains on
         n_train = len(D.get_dataset(p["dataset"], split=practices(p["protocol"])["train_split"], root=p["data_dir"]))
     hp = resolve_hparams(p["model"], p["method"], p["dataset"], p["protocol"], p["epochs"], p["lr"], n_train, p["prototypes"], p["masked"],
-                         p["cascade"], p["experts"])
+                         p["cascade"], p["experts"], p["label_fraction"])
     return p, hp
 
 # %% ../nbs/10_experiment.ipynb #325a065e
@@ -355,7 +355,7 @@ def _expert(p, hp, spec, L, device, k:int, idx, start:dict, folder:Path) -> Path
     with run_lock(folder):
         if finished_record(folder): return folder
         bs, n = p["batch_size"], len(idx)
-        E = p["epochs"] or (OFFLINE_EPOCHS["selfsup"] if p["dataset"] in OFFLINE_DATASETS else C.expert_epochs(n))
+        E = p["epochs"] or (OFFLINE_EPOCHS[p["dataset"]][1] if p["dataset"] in OFFLINE_DATASETS else C.expert_epochs(n))   # offline: the experts share one run's images
         train = D.train_batches(L["train_set"], spec.input_size, bs, p["seed"], idx, p["data_dir"], p["num_workers"], device)
         obj = _objective(hp, spec, E, len(train), L["augment"])
         backbone = _backbone(p, spec)
@@ -499,8 +499,8 @@ def load_results(runs_dir:str|Path|None=None, finished_only:bool=True) -> pd.Dat
         r = read_record(f.parent)
         if r is None or (finished_only and r.get("status", "finished") != "finished"): continue
         r = {**RECORD_SHAPE, **r}
-        rows.append({**(r["params"] or {}), **_flat(r["hparams"] or {}, "hp_"), **(r["metrics"] or {}),
-                     **{k: v for k, v in r.items() if k not in _NOT_COLUMNS}, "epochs_done": len(r["history"] or [])})
+        rows.append({**(r["params"] or {}), **_flat(r["hparams"] or {}, "hp_"), **(r["metrics"] or {}), "epochs_done": len(r["history"] or []),
+                     **{f"measured_{k}" if k in DEFAULTS else k: v for k, v in r.items() if k not in _NOT_COLUMNS}})   # top-k's density: asked vs found
     return pd.DataFrame(rows)
 
 def summary(rec:dict) -> str:

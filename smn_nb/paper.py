@@ -11,13 +11,13 @@ from itertools import product
 import pandas as pd
 
 from . import backbones as B
-from .protocol import SSL_METHODS, practices
+from .protocol import SSL_METHODS, OFFLINE_DATASETS, OFFLINE_SWAV, SWAV, practices
 from .experiment import DEFAULTS, plan, run_id
 
 # %% auto #0
-__all__ = ['FIELD', 'PAPER_DATASETS', 'LOW_SHOT', 'DECLARED', 'PROFILES', 'SPLIT_SIZES', 'TRAIN_IMG_S', 'SWAV_CROPS',
-           'paper_numbers', 'cell_run', 'Declared', 'prerequisites', 'Profile', 'table_ids', 'run_cost', 'paper_grid',
-           'grid_summary']
+__all__ = ['FIELD', 'PAPER_DATASETS', 'LOW_SHOT', 'DECLARED', 'PROFILES', 'SPLIT_SIZES', 'TRAIN_IMG_S', 'SWAV_CROPS', 'CPU_IMG_S',
+           'CPU_RUN_S', 'paper_numbers', 'cell_run', 'Declared', 'prerequisites', 'Profile', 'table_ids', 'substitute',
+           'run_seeds', 'resolve_run', 'run_cost', 'paper_grid', 'grid_summary']
 
 # %% ../nbs/12_paper.ipynb #a23b9be2
 _DATASET = {"inat": "inat500"}      # the draft's name -> ours
@@ -37,7 +37,8 @@ _METHOD = {"kNN": dict(method="knn"), "none": dict(method="knn"), "LP": dict(met
            "SMN mask": dict(method="SMN"), "STN fp32 weights": dict(method="STN")}
 _ABLATION = {"prototypes=50": dict(prototypes=50), "prototypes=500": {}, "prototypes=5000": dict(prototypes=5000),
              "frozen=BNs": {}, "frozen=none": dict(masked="resnet+bn"), "frozen=biases": dict(masked="resnet+bn-weight"),
-             "init=SwAV": {}, "init=DINO": dict(model="rn50-dino"), "init=TIMM": dict(model="rn50-timm")}
+             "init=SwAV": {}, "init=DINO": dict(model="rn50-dino"), "init=TIMM": dict(model="rn50-timm"),
+             "score lr=500": dict(lr=500.0)}    # ours (mini profile): appendix A.1 lets a short run take a larger score lr
 _MODEL = {"unclear-resnet": "rn50-swav"}    # see above
 FIELD = {"top1": "test_acc", "top1_linear_head": "test_acc", "top1_clip_head": "test_acc", "knn_top1": "knn_acc",
          "linear_probe_top1": "lp_acc", "top1_linear_probe": "lp_acc", "percent_active": "active_frac",
@@ -65,6 +66,7 @@ class Declared:
     methods: tuple                 # parameter dicts
     datasets: tuple
     fractions: tuple = (1.0,)
+    metric: str = "top1"           # what its cells read, for a table the paper has no numbers of
 
 _m = lambda *ms: tuple(_METHOD[m] for m in ms)
 DECLARED = (
@@ -93,13 +95,20 @@ class Profile:
     fractions: tuple|None = None     # the figures' label fractions (None: the paper's)
     tables: tuple|None = None        # table ids served (None: every table and figure)
     headline: tuple|None = None      # tables run with every seed; the others with the first (None: all with every seed)
+    headline_methods: tuple|None = None  # of those tables, the methods run with every seed (None: all)
+    table_datasets: dict|None = None     # table id -> the datasets it runs on, where fewer than `datasets`
+    extra: tuple = ()                    # `Declared` tables of this profile alone
 
 PROFILES = {
     "paper": Profile("paper"),
     "mini": Profile("mini", seeds=(0, 1, 2), model="resnet-fmnist", datasets=("digits", "mnist", "fmnist_inverted"),
-                    fractions=(0.05, 0.2), headline=("published/table1", "published/table2"),
+                    fractions=(0.05, 0.2), headline=("published/table1", "published/table2"),   # a CPU hour: top-k with one seed
+                    headline_methods=("knn", "lp", "M", "FFT", "SMN"),
+                    table_datasets={"published/supp_table1_ablations": ("digits",), "ours/score_lr": ("digits",)},
                     tables=("published/table1", "published/table2", "published/table3", "published/fig3",
-                            "published/supp_table1_ablations", "published/supp_table4_active", "seed-draft/table5")),
+                            "published/supp_table1_ablations", "published/supp_table4_active", "seed-draft/table5", "ours/score_lr"),
+                    extra=(Declared("ours/score_lr", ("resnet-fmnist",), (_METHOD["SMN"], dict(_METHOD["SMN"], **_ABLATION["score lr=500"])),
+                                    ("digits",), metric="knn_top1"),)),   # the paper's score lr against ×10 at equal steps
 }
 
 def table_ids() -> list[str]:
@@ -107,17 +116,28 @@ def table_ids() -> list[str]:
     return sorted(set(paper_numbers().id) | {d.id for d in DECLARED})
 
 # %% ../nbs/12_paper.ipynb #80a30d91
+def substitute(profile:Profile, table:str, p:dict) -> list[dict]:
+    "`p` on the profile's backbone and each of its datasets; on offline data the prototype ablation scaled as K is (500 → 50)."
+    dss = (profile.table_datasets or {}).get(table, profile.datasets) or (p["dataset"],)
+    out = [dict(p, model=profile.model or p["model"], dataset=ds) for ds in dss]
+    for q in out:
+        if q["dataset"] in OFFLINE_DATASETS and q.get("prototypes"): q["prototypes"] = q["prototypes"] * OFFLINE_SWAV["prototypes"] // SWAV["prototypes"]
+    return out
+
+def run_seeds(profile:Profile, table:str, p:dict) -> tuple:
+    "The seeds `profile` runs `p` with for `table`: every seed in its headline tables and methods, else the first."
+    head = (profile.headline is None or table in profile.headline) and (profile.headline_methods is None or p.get("method", DEFAULTS["method"]) in profile.headline_methods)
+    return profile.seeds if head else profile.seeds[:1]
+
 def _wanted(profile:Profile) -> list[tuple[str, dict]]:
     "(table id, run parameters) for every cell and declared run the profile serves, before dedup."
     nums = paper_numbers()
     out = [(r.id, cell_run(r.model, r.method, r.dataset)) for r in nums.itertuples()]
-    for d in DECLARED:
+    for d in DECLARED + profile.extra:
         fr = d.fractions if d.fractions == (1.0,) or profile.fractions is None else profile.fractions
         out += [(d.id, dict(model=m, dataset=ds, label_fraction=f, **meth)) for m, meth, ds, f in product(d.models, d.methods, d.datasets, fr)]
     if profile.tables is not None: out = [(t, p) for t, p in out if t in profile.tables]
-    sub = lambda p: [dict(p, model=profile.model or p["model"], dataset=ds) for ds in (profile.datasets or (p["dataset"],))]
-    seeds = lambda t: profile.seeds if profile.headline is None or t in profile.headline else profile.seeds[:1]
-    return [(t, dict(q, seed=s)) for t, p in out for q in sub(p) for s in seeds(t)]
+    return [(t, dict(q, seed=s)) for t, p in out for q in substitute(profile, t, p) for s in run_seeds(profile, t, q)]
 
 # %% ../nbs/12_paper.ipynb #d752c267
 SPLIT_SIZES = {  # (train, val, test): CoOp's split files; CIFAR: ours, 10% of train held out for validation
@@ -132,7 +152,7 @@ def _n_train(p:dict, sizes:dict) -> int|None:
     if s is None: return None
     return s[0] + (s[1] if practices(p.get("protocol", "paper"))["train_split"] == "trainval" else 0)
 
-def _resolve(q:dict, sizes:dict) -> tuple[dict, dict|None, str|None]:
+def resolve_run(q:dict, sizes:dict) -> tuple[dict, dict|None, str|None]:
     "Full parameters, hyper-parameters and run id of `q` (None, None if they cannot be known without the data)."
     p = {**DEFAULTS, **q}
     n = _n_train(p, sizes)
@@ -144,19 +164,22 @@ def _resolve(q:dict, sizes:dict) -> tuple[dict, dict|None, str|None]:
 TRAIN_IMG_S = {"rn18-timm": 4300, "rn50-swav": 1900, "rn50-dino": 1900, "rn50-timm": 1900, "vitb32-clip": 1900,
                "resnet-fmnist": 20000, "clip-tiny": 20000}      # assumed H100 training images/s at batch 64 (see above)
 SWAV_CROPS = 2 + 6 * (96 / 224) ** 2                             # one multi-crop sample, in 224-px images
+CPU_IMG_S = {"resnet-fmnist": 470}    # one CPU thread, 32-px images at batch 64 (measured: M on digits, 11.5k images in 25 s)
+CPU_RUN_S = 22                        # per run on a CPU: kernel start, data, evaluation (measured through smn-sweep)
 
 def run_cost(p:dict, hp:dict, sizes:dict) -> dict:
-    "Optimiser steps and estimated GPU-hours of the run `p` (None where the dataset's size is unknown)."
+    "Optimiser steps, estimated GPU-hours and, for offline backbones, CPU-minutes of the run `p` (None where unknown)."
     s = sizes.get(p["dataset"])
-    if s is None: return dict(steps=None, gpu_hours=None)
-    n = _n_train(p, sizes)
+    if s is None: return dict(steps=None, gpu_hours=None, cpu_minutes=None)
+    n, offline = _n_train(p, sizes), p["dataset"] in OFFLINE_DATASETS
     ssl = p["method"] in SSL_METHODS + ("SMC",)
     if ssl and p["label_fraction"] < 1 or p["method"] == "SMC" and p["cascade"] == "cond": steps = 0   # reuses another run's training
-    elif p["method"] == "SMC": steps = hp["experts"] * hp["epochs"] * (n // p["batch_size"])   # K experts, ~one SMN run each
+    elif p["method"] == "SMC": steps = (1 if offline else hp["experts"]) * hp["epochs"] * (n // p["batch_size"])   # K experts, ~one SMN run each (offline: one between them)
     else: steps = hp["epochs"] * (max(1, round(p["label_fraction"] * n)) // p["batch_size"] if not ssl else n // p["batch_size"])
-    rate = TRAIN_IMG_S[p["model"]]
-    train_s = steps * p["batch_size"] * (SWAV_CROPS if ssl else 1) / rate
-    return dict(steps=steps, gpu_hours=(train_s + sum(s) / (3 * rate)) / 3600)
+    imgs = steps * p["batch_size"] * (SWAV_CROPS if ssl and not offline else 2 if ssl else 1)   # offline SwAV: two views
+    rate, cpu = TRAIN_IMG_S[p["model"]], CPU_IMG_S.get(p["model"])
+    return dict(steps=steps, gpu_hours=(imgs + sum(s) / 3) / rate / 3600,
+                cpu_minutes=None if cpu is None else (imgs / cpu + sum(s) / (3 * cpu) + CPU_RUN_S) / 60)
 
 # %% ../nbs/12_paper.ipynb #aa184507
 def _nondefault(p:dict) -> dict: return {k: v for k, v in p.items() if k in DEFAULTS and v != DEFAULTS[k]}
@@ -169,7 +192,7 @@ def paper_grid(profile:str="paper",       # a key of `PROFILES`
     if profile not in PROFILES: raise ValueError(f"profile={profile!r} is not one of {list(PROFILES)}")
     sizes, runs = SPLIT_SIZES if sizes is None else sizes, {}
     def add(q:dict, tables:list) -> str:
-        p, hp, rid = _resolve(q, sizes)
+        p, hp, rid = resolve_run(q, sizes)
         key = rid or "pending:" + json.dumps(_nondefault(p), sort_keys=True)
         if key not in runs:
             after = [add(d, []) for d in prerequisites(p)]
@@ -182,10 +205,13 @@ def paper_grid(profile:str="paper",       # a key of `PROFILES`
 
 # %% ../nbs/12_paper.ipynb #c445ac52
 def grid_summary(grid:list[dict]) -> pd.DataFrame:
-    "Runs and estimated GPU-hours per table id, and in total (each run once); runs of unknown size counted apart."
-    rows = [dict(table=t, key=e["key"], gpu_hours=e["gpu_hours"]) for e in grid for t in (e["tables"] or ["(prerequisite only)"])]
-    df = pd.DataFrame(rows)
-    g = df.groupby("table").agg(runs=("key", "size"), unknown_size=("gpu_hours", lambda s: int(s.isna().sum())), gpu_hours=("gpu_hours", "sum"))
-    tot = pd.DataFrame([dict(runs=len(grid), unknown_size=sum(e["gpu_hours"] is None for e in grid),
-                             gpu_hours=sum(e["gpu_hours"] or 0 for e in grid))], index=["total (each run once)"])
-    return pd.concat([g, tot]).round(1)
+    "Runs, estimated GPU-hours and CPU-minutes per table id, and in total (each run once); runs of unknown size counted apart."
+    df = pd.DataFrame([dict(table=t, key=e["key"], gpu_hours=e["gpu_hours"], cpu_minutes=e.get("cpu_minutes"))
+                       for e in grid for t in (e["tables"] or ["(prerequisite only)"])])
+    g = df.groupby("table").agg(runs=("key", "size"), unknown_size=("gpu_hours", lambda s: int(s.isna().sum())),
+                                gpu_hours=("gpu_hours", "sum"), cpu_minutes=("cpu_minutes", lambda s: s.sum(min_count=1)))
+    once = df.drop_duplicates("key")
+    tot = pd.DataFrame([dict(runs=len(grid), unknown_size=int(once.gpu_hours.isna().sum()), gpu_hours=once.gpu_hours.sum(),
+                             cpu_minutes=once.cpu_minutes.sum(min_count=1))], index=["total (each run once)"])
+    out = pd.concat([g, tot]).round(1)
+    return out if out.cpu_minutes.notna().any() else out.drop(columns="cpu_minutes")

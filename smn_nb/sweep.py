@@ -147,13 +147,14 @@ def _parser() -> argparse.ArgumentParser:
 
 # %% ../nbs/13_sweep.ipynb #e35de200
 def dry_run(grid:list[dict]) -> str:
-    "The runs grouped by table, each with its estimated GPU-hours, then the per-table summary."
+    "The runs grouped by table, each with its estimated GPU-hours (and CPU-minutes for offline backbones), then the per-table summary."
     out = []
     for t in sorted({t for e in grid for t in e["tables"] or ["(prerequisite only)"]}):
         es = [e for e in grid if t in (e["tables"] or ["(prerequisite only)"])]
         out.append(f"== {t}: {len(es)} runs, {sum(e['gpu_hours'] or 0 for e in es):.1f} GPU-hours (estimated)")
         out += [f"   {e['run_id'] or '(id needs the data)'}  {' '.join(f'{k}={v}' for k, v in _params(e).items())}  "
-                f"{'-' if e['gpu_hours'] is None else format(e['gpu_hours'], '.2f')} h" for e in es]
+                f"{'-' if e['gpu_hours'] is None else format(e['gpu_hours'], '.2f')} h"
+                + (f", {e['cpu_minutes']:.1f} CPU-min" if e.get("cpu_minutes") else "") for e in es]
     return "\n".join(out + ["", grid_summary(grid).to_string()])
 
 # %% ../nbs/13_sweep.ipynb #671d9084
@@ -169,13 +170,15 @@ def _execute(grid:list[dict], root:Path, args) -> int:
         jobs = submit_slurm(todo, ex, str(root), args.retries)
         print(f"submitted {len(jobs)} jobs ({', '.join(j.job_id for j in jobs[:5])}...); logs in {folder}; follow with --status"); return 0
     import torch
-    n = torch.cuda.device_count()
+    n, t0 = torch.cuda.device_count(), time.time()
+    if not n and (args.parallel or 1) > 1:      # CPU jobs share the cores instead of each taking them all
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.parallel)))
     slots = list(range(n))[:args.parallel or n] if n else [None] * (args.parallel or 1)
     known = {k: ("done" if s == "done" else "blocked") for k, s in st.items()}
     final = run_pool(todo, ex, str(root), slots, args.retries, known=known)
     asked = {e["key"] for e in todo}
     bad = {k: s for k, s in final.items() if s != "done" and k in asked}
-    print(f"smn-sweep: {len(todo) - len(bad)} of {len(todo)} finished" + (f"; not finished: {bad} (logs in {folder})" if bad else ""))
+    print(f"smn-sweep: {len(todo) - len(bad)} of {len(todo)} finished in {(time.time() - t0) / 60:.1f} min" + (f"; not finished: {bad} (logs in {folder})" if bad else ""))
     return 1 if bad else 0
 
 # %% ../nbs/13_sweep.ipynb #1d10c2c3
