@@ -15,7 +15,7 @@ from . import paper as PP
 from .paper import PROFILES, DECLARED, FIELD, SPLIT_SIZES, paper_numbers, cell_run, table_ids, substitute, run_seeds, resolve_run
 from . import experiment as E
 from .experiment import DEFAULTS, load_results, read_record, runs_root
-from .protocol import resolve_hparams, SWAV, OFFLINE_SWAV, OFFLINE_EPOCHS, SWAV_METHODS
+from .protocol import resolve_hparams, SWAV, OFFLINE_SWAV, OFFLINE_EPOCHS, OFFLINE_DATASETS, SWAV_METHODS
 from .compare import stored_bits
 
 # %% auto #0
@@ -57,7 +57,8 @@ def method_label(p:dict) -> str:
     base = next((k for k, v in _LABELS.items() if _has(p, v)), p.get("method"))
     abl = [k for k, v in PP._ABLATION.items() if v and _has(p, v)]
     k = _canon(p.get("prototypes"))        # a K the paper did not run (the mini profile's scaled ablation)
-    abl = abl or ([f"prototypes={k:g}"] if k is not None and k != _canon(resolve_hparams(p.get("model", DEFAULTS["model"]), "SMN", p.get("dataset"), n_train=1)["prototypes"]) else [])
+    default = (OFFLINE_SWAV if p.get("dataset") in OFFLINE_DATASETS else SWAV)["prototypes"]
+    abl = abl or ([f"prototypes={k:g}"] if k is not None and k != default else [])
     return f"{base} {abl[0]}" if base == "SMN" and abl else base
 
 # %% ../nbs/14_report.ipynb #43a40513
