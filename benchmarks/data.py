@@ -3,10 +3,12 @@
     python benchmarks/data.py                      # 2,000 JPEGs, ResNet-18 and -50 at 224 px: ~5 min on a 2-core CPU
     python benchmarks/data.py --quick              # 200 JPEGs, ResNet-18 at 224 px: ~1 min
     python benchmarks/data.py --quick --json d.json
+    python benchmarks/data.py --smoke              # 48 small JPEGs at 64 px, once: seconds, checks the code runs (CI)
 
 It writes a folder of photo-sized JPEG files (500x375 and 375x500, dtd's shape), then measures, in one run and on
 whatever device is present, exactly what a run does with them (`smn_nb.store`, `smn_nb.train.fit`):
-  * first epoch: decode every JPEG once into the uint8 store (`TensorStore`, 256 px for 224), then train on it;
+  * first epoch: decode every JPEG once into the uint8 store (`TensorStore`: each image whole, 256 px on its shorter
+    side for 224, padded to the longest), then train on it;
   * steady epochs: `fit` over the store's batches with the augmentation on the device — random resized crop + flip
     for supervised runs (method M), SwAV's multi-crop (2 x 224 + 6 x 96) for self-supervised ones (SMN);
 and prints, per path and model:
@@ -29,7 +31,7 @@ import timm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from smn_nb.datasets import ImageDataset
-from smn_nb.store import TensorStore, default_workers, make_loader, selfsup_train_loader, supervised_train_loader
+from smn_nb.store import TensorStore, batch_to, default_workers, make_loader, selfsup_train_loader, supervised_train_loader
 from smn_nb.augment import IMAGENET_MEAN, IMAGENET_STD, train_transform
 from smn_nb.selfsup import SwAVObjective, prepare_selfsup
 from smn_nb.train import Classifier, fit, prepare_model, supervised_loss
@@ -76,8 +78,8 @@ class Alternate:
 
 
 def raw_only(augment):
-    "`augment` for uint8 batches; a pre-made (float, or list of crops) batch passes through."
-    return lambda x: x if isinstance(x, list) or x.is_floating_point() else augment(x)
+    "`augment` for store batches `[uint8 images, sizes]`; a pre-made batch (float, or a list of float crops) passes through."
+    return lambda x: x if torch.is_tensor(x) or x[0].is_floating_point() else augment(x)
 
 
 def fit_steps(model, groups, loader, loss_fn, augment=None) -> list[float]:
@@ -96,9 +98,9 @@ def loader_rate(loader, augment=None, n:int=8) -> float:
         sync(); t0 = time.perf_counter()
         try: x, y = next(it)
         except StopIteration: it = iter(loader); x, y = next(it)
-        if augment is not None: augment(x.to(DEV, non_blocking=True)); sync()
+        if augment is not None: augment(batch_to(x, DEV)); sync()
         ts.append(time.perf_counter() - t0)
-    return len(x) / float(np.median(ts[1:]))
+    return len(y) / float(np.median(ts[1:]))
 
 
 def build(path:str, arch:str, n_batches:int):
@@ -113,7 +115,7 @@ def build(path:str, arch:str, n_batches:int):
     return model, groups, obj
 
 
-def measure(path:str, arch:str, ds, px:int, bs:int, k:int, root:Path, t_build:float, gather_s:float) -> list[dict]:
+def measure(path:str, arch:str, ds, px:int, bs:int, k:int, root:Path, t_build:float, gather_s:float, store_kb:float) -> list[dict]:
     "The steady and first-epoch rows of one path and model; `k` timed steps each, bare and full."
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     make = supervised_train_loader if path == "supervised" else selfsup_train_loader
@@ -122,14 +124,14 @@ def measure(path:str, arch:str, ds, px:int, bs:int, k:int, root:Path, t_build:fl
     loss_fn = obj if obj is not None else supervised_loss
     loader_s = loader_rate(dl, augment, max(3, k))
     x, y = next(iter(dl))
-    with torch.no_grad(): bare_batch = (augment(x.to(DEV)), y.to(DEV))
+    with torch.no_grad(): bare_batch = (augment(batch_to(x, DEV)), y.to(DEV))
     t = fit_steps(model, groups, Alternate(dl, bare_batch, 2 * k + 1), loss_fn, raw_only(augment))
     full, bare = t[0::2], t[1::2]                                                 # step 0 (bare) is not timed
     B, F = bs / float(np.median(bare)), bs / float(np.median(full))
     n = len(ds)
     first_full = n / (t_build + n / F)                                            # decode into the store, then the epoch
     common = dict(path=path, source="jpeg", px=px, model=arch, batch=bs, bare_img_s=B, h100_img_s=H100_IMG_S[path].get(arch),
-                  device=str(DEV), n_images=n)
+                  device=str(DEV), n_images=n, store_kb_per_image=store_kb)
     return [dict(common, epoch="steady", loader_img_s=loader_s, gather_img_s=gather_s, full_img_s=F, full_over_bare=F / B),
             dict(common, epoch="first", loader_img_s=n / t_build, gather_img_s=None, full_img_s=first_full,
                  full_over_bare=first_full / B)]
@@ -161,7 +163,9 @@ def run(n:int, archs:list, k:int, tmp:Path, px:int=224) -> list[dict]:
     print(f"wrote {n} JPEGs ({mb:.0f} MB, {mb / n * 1024:.0f} kB each) in {time.perf_counter() - t0:.0f}s")
     t0 = time.perf_counter(); store = TensorStore(ds, round(px / 0.875), root=tmp, progress=False)
     t_build = time.perf_counter() - t0
-    print(f"decoded once into {store.path.name} ({store.path.stat().st_size / 2**20:.0f} MB): {t_build:.1f}s, {n / t_build:.0f} img/s")
+    store_kb = store.nbytes / n / 1024
+    print(f"decoded once into {store.path.name}, shape {tuple(store.images.shape)}: {store.nbytes / 2**20:.0f} MB on disk, "
+          f"{store_kb:.0f} kB per image (a centre square would be {3 * store.size ** 2 / 1024:.0f} kB); {t_build:.1f}s, {n / t_build:.0f} img/s")
     print(f"per-sample torchvision path (decode + crop + flip per image, every epoch): {per_sample_rate(ds, px, 8, 4):.0f} img/s")
     gather_s = loader_rate(make_loader(store, None, 64, shuffle=True), n=8)
     print(f"gather from the store, batch 64, one process: {gather_s:,.0f} img/s")
@@ -169,7 +173,7 @@ def run(n:int, archs:list, k:int, tmp:Path, px:int=224) -> list[dict]:
     for path in ("supervised", "selfsup"):
         for arch in archs:
             t0 = time.perf_counter()
-            rows += measure(path, arch, ds, px, batch[path], k, tmp, t_build, gather_s)
+            rows += measure(path, arch, ds, px, batch[path], k, tmp, t_build, gather_s, store_kb)
             print(f"  {path} {arch}: {time.perf_counter() - t0:.0f}s", flush=True)
     return rows
 
@@ -177,18 +181,23 @@ def run(n:int, archs:list, k:int, tmp:Path, px:int=224) -> list[dict]:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="200 JPEGs, ResNet-18 only, fewer steps (~1 min on a 2-core CPU)")
+    ap.add_argument("--smoke", action="store_true", help="48 JPEGs at 64 px, two steps: seconds; its ratios mean nothing")
     ap.add_argument("--json", metavar="PATH", help="write the rows as a JSON list of objects")
     a = ap.parse_args()
     n, archs, k = (200, ["resnet18"], 6) if a.quick else (2000, ["resnet18", "resnet50"], 10)
+    if a.smoke:
+        n, archs, k = 48, ["resnet18"], 2
     print(f"device: {DEV}" + (f" ({torch.cuda.get_device_name()})" if DEV.type == "cuda" else
                               f" (CPU, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores)") +
           f"; torch {torch.__version__}, timm {timm.__version__}; loader workers {default_workers(DEV)}")
     tmp = Path(tempfile.mkdtemp(prefix="smn_bench_"))
-    try: rows = run(n, archs, k, tmp)
+    px = 64 if a.smoke else 224
+    try: rows = run(n, archs, k, tmp, px=px)
     finally: shutil.rmtree(tmp, ignore_errors=True)
     print()
     show(rows)
-    print("\nloader: store -> device -> augmentation (here on the CPU; first epoch: decoding into the store). gather: the CPU's share\n"
+    print(f"\nstore on disk: {rows[0]['store_kb_per_image']:.0f} kB per image (uint8, whole images at {round(px / 0.875)} px on the shorter side, padded).")
+    print("loader: store -> device -> augmentation (here on the CPU; first epoch: decoding into the store). gather: the CPU's share\n"
           "on a GPU machine (batch 64, one process). h100: what one H100 consumes (an estimate; see the top of this file).\n"
           "bare / full: fit's steps without / with loading and augmentation; full/bare target >= 0.9.")
     if a.json: Path(a.json).write_text(json.dumps(rows, indent=1))

@@ -5,6 +5,7 @@ merged-model inference vs the base model, and mask storage vs the entropy bound.
     python benchmarks/masking.py --quick                  # fewer repetitions, smaller i.i.d. masks
     python benchmarks/masking.py --only storage --json out.json   # storage only (about a minute), numbers as JSON
     python benchmarks/masking.py --quick --only topk --json m.json  # top-k step vs threshold step only (under a minute)
+    python benchmarks/masking.py --smoke                  # every section at toy sizes, in seconds: checks it runs (CI)
 
 `--json PATH` writes every figure the run measured as a list of rows, each an object with a "name"; the top-k
 section's headline row is {"name": "topk_over_threshold", "ratio": ...}, the worse of its two densities.
@@ -19,7 +20,7 @@ on digits, produced with run_experiment unless --mask names a mask file) <= 0.80
 i.i.d. masks at 1/5/20/50% zeros <= 1.01x; a whole resnet18 file at 5% i.i.d. zeros (masks + buffers +
 header, no head) <= 1.07x the masks' entropy; ctx encode+decode of resnet50's masks <= 5 s.
 """
-import argparse, bz2, copy, gzip, json, lzma, math, os, statistics, subprocess, sys, tempfile, time
+import argparse, bz2, copy, gzip, json, lzma, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from torch.nn.utils import parametrize
 import timm
 
 from smn_nb.masking import (mask_model, score_parameters, merge, encode_mask, binary_entropy, masked_tensors, save_masks,
-                            load_masks, file_breakdown, ctx_encode, ctx_decode, _base_weights)
+                            load_masks, file_breakdown, ctx_encode, ctx_decode, base_weights)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -112,7 +113,7 @@ def bench_topk(size, batch, reps):
 
 
 def topk_section(a, rows):
-    sizes = ((32, 64),) if a.quick else ((32, 64), (224, 32))
+    sizes = ((32, 8),) if a.smoke else ((32, 64),) if a.quick else ((32, 64), (224, 32))
     print(f"\n## Step time, resnet18, top-k masks vs threshold masks (the paper's) — target top-k/threshold <= {TOPK_TARGET}")
     print(f"{'input':>12} {'density':>8} {'threshold s':>12} {'top-k s':>9} {'top-k/thr':>10}")
     for size, batch in sizes:
@@ -162,15 +163,14 @@ def bench_memory(size, batch):
     return out
 
 
-def bench_merged(reps):
+def bench_merged(reps, size=224, batch=32):
     torch.manual_seed(0)
     base = timm.create_model("resnet18", pretrained=False).to(DEV).eval()
-    import copy
     masked = mask_model(copy.deepcopy(base), "resnet")
     with torch.no_grad():
         for s in score_parameters(masked): s.add_(torch.randn_like(s))
     merged = merge(masked).eval()
-    x = torch.randn(32, 3, 224, 224, device=DEV)
+    x = torch.randn(batch, 3, size, size, device=DEV)
     def inf(m):
         def f():
             with torch.inference_mode(): m(x)
@@ -208,11 +208,12 @@ def bench_storage(n):
     return rows
 
 
-def demo_mask_folder(path):
+def demo_mask_folder(path, epochs=None):
     "A run folder holding the demo's learned M mask (digits, resnet-fmnist, default epochs): `path`, else trained now."
     if path: return Path(path).parent
     from smn_nb.experiment import run_experiment
-    rec = run_experiment(method="M", runs_dir=os.path.join(tempfile.gettempdir(), "smn_bench_runs"), device="cpu")
+    rec = run_experiment(method="M", epochs=epochs, runs_dir=os.path.join(tempfile.gettempdir(), "smn_bench_runs"),
+                         device="cpu")
     return Path(os.path.join(tempfile.gettempdir(), "smn_bench_runs")) / rec["run_id"]
 
 
@@ -227,7 +228,7 @@ def load_demo(folder):
 
 def codec_table(model):
     "Total mask bytes of `model` per codec (each tensor coded by that codec alone), the format-2 coder, and ours."
-    ws, tot, n, H = _base_weights(model, masked_tensors(model)), {}, 0, 0.0
+    ws, tot, n, H = base_weights(model, masked_tensors(model)), {}, 0, 0.0
     for name, sm in masked_tensors(model).items():
         m, w = sm.mask().numpy().reshape(-1), ws[name].detach().float().numpy()
         packed = np.packbits(m).tobytes()
@@ -246,7 +247,7 @@ def bn_half_accuracy(folder, bb, head):
     from smn_nb import experiment as E, backbones as B
     from smn_nb.train import Classifier, accuracy
     rec = json.loads((folder / "result.json").read_text())
-    L = E._loaders(E.validate_params(**rec["params"]), bb.spec, "cpu")
+    L = E.run_loaders(E.validate_params(**rec["params"]), rec["hparams"], bb.spec, "cpu")
     def acc(model):
         h = torch.nn.Linear(model.spec.embed_dim, len(head["bias"])); h.load_state_dict(head)
         return accuracy(Classifier(model, h), L["test"])
@@ -271,10 +272,10 @@ def bench_file_rn18(p_zero=0.05):
     return out
 
 
-def bench_ctx_speed_rn50(p_zero=0.05):
+def bench_ctx_speed_rn50(p_zero=0.05, arch="resnet50"):
     "Seconds to ctx-encode and ctx-decode every masked tensor of resnet50 (i.i.d. masks), and the weights' count."
     torch.manual_seed(0)
-    model = timm.create_model("resnet50", pretrained=False)
+    model = timm.create_model(arch, pretrained=False)
     rng, te, td, n = np.random.default_rng(0), 0.0, 0.0, 0
     for mod in model.modules():
         if not isinstance(mod, nn.Conv2d): continue
@@ -297,7 +298,7 @@ def storage_section(a, n, results):
     iid = [r["ours_over_H"] for r in rows if r["kind"] == "random"]
     print(f"i.i.d. masks: worst ours/H = {max(iid):.4f} — target <= 1.01: {'met' if max(iid) <= 1.01 else 'MISSED'}")
 
-    folder = demo_mask_folder(a.mask)
+    folder = demo_mask_folder(a.mask, 1 if a.smoke else None)
     bb, head, rec = load_demo(folder)
     t = codec_table(bb); results["real_mask"] = dict(t, folder=str(folder))
     print(f"\n## The demo's learned M mask ({rec['params']['model']} -> {rec['params']['dataset']}, {t['n']:,} weights, "
@@ -324,17 +325,19 @@ def storage_section(a, n, results):
         print(f"{k:>8} {bd['file_bytes']:9,d} {bd['header_bytes']:9,d} {bd['mask_bytes']:9,d} {bd['state_bytes']:10,d} "
               f"{hb:10,.0f} {bd['mask_bytes'] / hb:8.4f} {bd['file_bytes'] / hb:7.4f}")
 
-    sp = bench_ctx_speed_rn50(); results["ctx_speed_rn50"] = sp
+    sp = bench_ctx_speed_rn50(arch="resnet18" if a.smoke else "resnet50")
+    results["ctx_speed_rn50"] = sp
     tot = sp["encode_s"] + sp["decode_s"]
-    print(f"\n## ctx codec speed, resnet50 convs ({sp['n']:,} weights, 5% i.i.d. zeros): encode {sp['encode_s']:.2f} s + "
+    arch = "resnet18" if a.smoke else "resnet50"
+    print(f"\n## ctx codec speed, {arch} convs ({sp['n']:,} weights, 5% i.i.d. zeros): encode {sp['encode_s']:.2f} s + "
           f"decode {sp['decode_s']:.2f} s = {tot:.2f} s — target <= 5 s: {'met' if tot <= 5 else 'MISSED'}")
 
 
-def steps_section(reps, rows):
+def steps_section(reps, rows, sizes=((32, 64), (224, 32))):
     target = 1.10 if DEV == "cuda" else 1.25
     print(f"## Step time, timm resnet18 (random init), mask training (M) vs full fine-tuning (FFT) — target M/FFT <= {target}")
     print(f"{'input':>12} {'FFT s/step':>11} {'M s/step':>10} {'naive s/step':>13} {'M/FFT':>7} {'naive/FFT':>10}")
-    for size, batch in ((32, 64), (224, 32)):
+    for size, batch in sizes:
         t = bench_steps(size, batch, reps if size == 32 else max(2, reps // 2))
         print(f"{f'{size}px b{batch}':>12} {t['FFT']:11.4f} {t['M']:10.4f} {t['naive']:13.4f} {t['M'] / t['FFT']:7.3f} {t['naive'] / t['FFT']:10.3f}")
         rows.append(dict(name="M_over_FFT_step", input=f"{size}px b{batch}", FFT_s=t["FFT"], M_s=t["M"], naive_s=t["naive"],
@@ -344,15 +347,16 @@ def steps_section(reps, rows):
     what = "torch.cuda.max_memory_allocated" if DEV == "cuda" else "peak resident set sampled every ms, fresh process per method"
     print(f"(measured as {what})")
     print(f"{'input':>12} {'FFT MB':>8} {'M MB':>8} {'naive MB':>9} {'M/FFT':>7} {'naive/FFT':>10}")
-    for size, batch in ((32, 64), (224, 32)):
+    for size, batch in sizes:
         mem = bench_memory(size, batch)
         print(f"{f'{size}px b{batch}':>12} {mem['FFT'] / 2**20:8.1f} {mem['M'] / 2**20:8.1f} {mem['naive'] / 2**20:9.1f} "
               f"{mem['M'] / mem['FFT']:7.3f} {mem['naive'] / mem['FFT']:10.3f}")
         rows.append(dict(name="M_over_FFT_memory", input=f"{size}px b{batch}", FFT_bytes=mem["FFT"], M_bytes=mem["M"],
                          naive_bytes=mem["naive"], ratio=mem["M"] / mem["FFT"], target=1.2))
 
-    print("\n## Merged model inference vs base model (resnet18, 224px, batch 32, eval) — target 1.00 within noise")
-    t = bench_merged(reps)
+    size, batch = sizes[-1]
+    print(f"\n## Merged model inference vs base model (resnet18, {size}px, batch {batch}, eval) — target 1.00 within noise")
+    t = bench_merged(reps, *sizes[-1])
     print(f"base {t['base']:.4f} s, merged {t['merged']:.4f} s, merged/base {t['merged'] / t['base']:.3f}")
     rows.append(dict(name="merged_over_base", base_s=t["base"], merged_s=t["merged"], ratio=t["merged"] / t["base"], target=1.0))
 
@@ -368,6 +372,7 @@ SECTIONS = ("all", "steps", "topk", "storage")
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller i.i.d. masks, 32 px only for top-k")
+    ap.add_argument("--smoke", action="store_true", help="every section at toy sizes, once: seconds, checks the code runs")
     ap.add_argument("--only", choices=SECTIONS, default="all", help="run one section: steps (M/FFT time, memory, merged), topk, storage")
     ap.add_argument("--mask", help="a run folder's mask.smn (with its result.json) to use as the real learned mask")
     ap.add_argument("--json", help="also write every measured figure to this JSON file, as a list of named rows")
@@ -375,18 +380,20 @@ def main():
     a = ap.parse_args()
     if a.peak_child:
         return _peak_child(a.peak_child[0], int(a.peak_child[1]), int(a.peak_child[2]))
-    reps = 3 if a.quick else 7
+    reps = 1 if a.smoke else 3 if a.quick else 7
     name = torch.cuda.get_device_name() if DEV == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {DEV} — {name}; torch {torch.__version__}, timm {timm.__version__}\n")
+    if a.smoke:
+        print("smoke run: toy sizes, once each — it checks the code runs; its met/MISSED verdicts mean nothing\n")
     rows = []
-    if a.only in ("all", "steps"): steps_section(reps, rows)
+    if a.only in ("all", "steps"): steps_section(reps, rows, ((32, 8),) if a.smoke else ((32, 64), (224, 32)))
     if a.only in ("all", "topk"): topk_section(a, rows)
     if a.only in ("all", "storage"): storage_only(a, rows)
     if a.json: Path(a.json).write_text(json.dumps(rows, indent=1, default=float))
 
 
 def storage_only(a, rows):
-    n = 2_000_000 if a.quick else 11_166_912     # resnet18's masked conv weights
+    n = 20_000 if a.smoke else 2_000_000 if a.quick else 11_166_912     # resnet18's masked conv weights
     results = dict(n_iid=n)
     storage_section(a, n, results)
     rows += storage_rows(results)

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
-from .datasets import _rgb
+from .datasets import as_rgb
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'train_transform', 'eval_transform', 'crop_resize', 'random_boxes', 'random_shifts',
-           'BatchAugment', 'MultiCrop', 'multicrop_transform', 'hue_rotate', 'color_distort', 'gaussian_blur',
-           'BatchMultiCrop']
+           'resized_sizes', 'rrc_boxes', 'roi_crop', 'centre_boxes', 'crop_stored', 'BatchAugment', 'MultiCrop',
+           'multicrop_transform', 'hue_rotate', 'color_distort', 'gaussian_blur', 'BatchMultiCrop']
 
 # %% ../nbs/03d_augment.ipynb #b59f5f48
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -83,6 +83,77 @@ def random_shifts(n:int, h:int, w:int, shift:int, generator:torch.Generator|None
     d = torch.randint(-shift, shift + 1, (n, 2), generator=generator).float()
     return torch.cat([d, torch.tensor([[float(w), float(h)]]).expand(n, 2)], 1)
 
+# %% ../nbs/03d_augment.ipynb #46f6b30f
+def resized_sizes(sizes:torch.Tensor,   # (B,2) heights and widths
+                  side:int) -> torch.Tensor:
+    "(B,2) output sizes of torchvision's `Resize(side)`: the shorter side to `side`, the longer scaled and truncated."
+    h, w = sizes[:, 0].double(), sizes[:, 1].double()
+    land = h <= w
+    rh = torch.where(land, torch.full_like(h, side), (side * h / w).floor())
+    rw = torch.where(land, (side * w / h).floor(), torch.full_like(w, side))
+    return torch.stack([rh, rw], 1).long()
+
+# %% ../nbs/03d_augment.ipynb #e85d1878
+def rrc_boxes(sizes:torch.Tensor,                  # (B,2) each image's height and width in pixels
+              scale:tuple=(0.08, 1.0), ratio:tuple=(3 / 4, 4 / 3), tries:int=10,
+              generator:torch.Generator|None=None,  # on `sizes`' device
+             ) -> torch.Tensor:
+    "One box (x0, y0, w, h) per image by `RandomResizedCrop.get_params`' rule: whole pixels, `tries` draws, fallback."
+    dev, n = sizes.device, len(sizes)
+    H, W = sizes[:, :1].double(), sizes[:, 1:2].double()
+    def u(*shape): return torch.rand(*shape, generator=generator, device=dev, dtype=torch.float64)
+    area = H * W * (scale[0] + (scale[1] - scale[0]) * u(n, tries))
+    logr = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u(n, tries)
+    bw, bh = (area * logr.exp()).sqrt().round(), (area / logr.exp()).sqrt().round()
+    ok = (bw > 0) & (bw <= W) & (bh > 0) & (bh <= H)
+    first = ok.double().argmax(1, keepdim=True)                               # the first try that fits
+    bw, bh, H, W, fits = bw.gather(1, first)[:, 0], bh.gather(1, first)[:, 0], H[:, 0], W[:, 0], ok.any(1)
+    r = W / H                                                                 # fallback: the centre, ratio clamped
+    bw = torch.where(fits, bw, torch.where(r > max(ratio), (H * max(ratio)).round(), W))
+    bh = torch.where(fits, bh, torch.where(r < min(ratio), (W / min(ratio)).round(), H))
+    pos = u(n, 2)
+    x0 = torch.where(fits, (pos[:, 0] * (W - bw + 1)).floor(), ((W - bw) / 2).floor())
+    y0 = torch.where(fits, (pos[:, 1] * (H - bh + 1)).floor(), ((H - bh) / 2).floor())
+    return torch.stack([x0, y0, bw, bh], 1).float()
+
+# %% ../nbs/03d_augment.ipynb #75c67f21
+def roi_crop(x:torch.Tensor,                       # images (B,C,H,W), any dtype
+             boxes:torch.Tensor,                   # (B,4) one box (x0, y0, w, h) per image, in pixels
+             size:int,                             # output side
+             flip:torch.Tensor|None=None,          # (B,) bool: mirror the crop horizontally
+             transpose:torch.Tensor|None=None,     # (B,) bool: transpose the crop (before mirroring)
+            ) -> torch.Tensor:
+    "Each box cut and resized to `size`² by one `roi_align` (bilinear, ⌈box/size⌉² samples a pixel); float (B,C,s,s)."
+    from torchvision.ops import roi_align
+    b = boxes.to(x.device, torch.float64)
+    idx = torch.arange(len(b), device=x.device, dtype=torch.float64)[:, None]
+    rois = torch.cat([idx, b[:, :2], b[:, :2] + b[:, 2:]], 1).float()
+    out = roi_align(x if x.is_floating_point() else x.float(), rois, size, aligned=True)
+    if transpose is not None:                             # contiguous: `where` may keep the transposed strides
+        out = torch.where(transpose.to(x.device).view(-1, 1, 1, 1), out.transpose(-1, -2), out).contiguous()
+    if flip is not None: out = torch.where(flip.to(x.device).view(-1, 1, 1, 1), out.flip(-1), out)
+    return out
+
+# %% ../nbs/03d_augment.ipynb #b47f0547
+def centre_boxes(sizes:torch.Tensor,   # (B,2) original heights and widths
+                 size:int, crop_pct:float=0.875) -> torch.Tensor:
+    "(B,4) boxes (x0, y0, w, h) in original pixels: `eval_transform`'s `Resize(size/crop_pct)` + `CenterCrop(size)`."
+    r = resized_sizes(sizes, int(round(size / crop_pct))).double()
+    top, left = ((r[:, 0] - size) / 2).round(), ((r[:, 1] - size) / 2).round()
+    fy, fx = sizes[:, 0].double() / r[:, 0], sizes[:, 1].double() / r[:, 1]
+    return torch.stack([left * fx, top * fy, size * fx, size * fy], 1)
+
+def crop_stored(x:torch.Tensor,        # a store batch's images (B,3,S,L), each at the top left, portraits transposed
+                sizes:torch.Tensor,    # (B,4) each image's original (H, W) and stored (h, w)
+                boxes:torch.Tensor,    # (B,4) boxes (x0, y0, w, h) in original pixels
+                size:int, flip:torch.Tensor|None=None) -> torch.Tensor:
+    "Boxes in each image's original pixels, cut from a store batch and resized to `size`² (`roi_crop`)."
+    s = sizes.to(x.device, torch.float64)
+    f = torch.stack([s[:, 3] / s[:, 1], s[:, 2] / s[:, 0]] * 2, 1)            # original -> stored pixels
+    b = boxes.to(x.device, torch.float64) * f
+    t = s[:, 2] > s[:, 3]                                                      # portraits are stored transposed
+    return roi_crop(x, torch.where(t[:, None], b[:, [1, 0, 3, 2]], b), size, flip, t)
+
 # %% ../nbs/03d_augment.ipynb #2507a00c
 class BatchAugment(nn.Module):
     "Random resized crop (or shift) + flip (train) or resize + centre crop (eval) of a uint8 batch on its device, then normalise."
@@ -100,11 +171,24 @@ class BatchAugment(nn.Module):
         self.register_buffer("mean", 255 * torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", 255 * torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
-    def forward(self, x:torch.Tensor, generator:torch.Generator|None=None) -> torch.Tensor:
-        if x.ndim == 3: x = x[None]
-        if x.shape[1] == 1 and self.mean.shape[1] == 3: x = _rgb(x)
-        out = self._random(x, generator) if self.random else self._centre(x)
+    def forward(self, x:torch.Tensor|tuple, generator:torch.Generator|None=None) -> torch.Tensor:
+        "`x`: uint8 images (B,C,H,W) that each fill the tensor, or a store batch `(images, sizes)`."
+        if isinstance(x, (tuple, list)): out = self._stored(*x, generator)
+        else:
+            if x.ndim == 3: x = x[None]
+            if x.shape[1] == 1 and self.mean.shape[1] == 3: x = as_rgb(x)
+            out = self._random(x, generator) if self.random else self._centre(x)
         return (out - self.mean.to(out.device)) / self.std.to(out.device)
+
+    def _stored(self, x, sizes, generator):
+        sizes = sizes.to(x.device)
+        if not self.random:
+            return crop_stored(x, sizes, centre_boxes(sizes[:, :2], self.size, self.crop_pct), self.size)
+        if self.shift is not None:
+            raise ValueError(f"shift={self.shift}: translations are for in-memory batches, not store batches")
+        boxes = rrc_boxes(sizes[:, :2], self.scale, self.ratio, generator=generator)
+        flip = torch.rand(len(x), generator=generator, device=x.device) < self.flip
+        return crop_stored(x, sizes, boxes, self.size, flip)
 
     def _random(self, x, generator):
         b, _, h, w = x.shape
@@ -204,16 +288,21 @@ class BatchMultiCrop(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
-    def view(self, x:torch.Tensor, size:int, scale) -> torch.Tensor:
+    def view(self, x:torch.Tensor, size:int, scale, sizes:torch.Tensor|None=None) -> torch.Tensor:
         b, _, h, w = x.shape
-        boxes = random_boxes(b, h, w, scale).to(x.device)
-        flip = torch.rand(b) < 0.5
-        y = crop_resize(x, boxes, size, flip) / 255                          # (B,3,size,size) in [0,1]
+        if sizes is None: y = crop_resize(x, random_boxes(b, h, w, scale).to(x.device), size, torch.rand(b) < 0.5) / 255
+        else:
+            flip = torch.rand(b, device=x.device) < 0.5
+            y = crop_stored(x, sizes, rrc_boxes(sizes[:, :2], scale), size, flip) / 255
         y = color_distort(y, self.strength, self.p_jitter, self.p_gray)
         sig = torch.empty(b, device=x.device).uniform_(*self.sigma) * (torch.rand(b, device=x.device) < self.p_blur)
         y = gaussian_blur(y, sig, _blur_kernel(size))
         return (y - self.mean.to(y.device)) / self.std.to(y.device)
 
-    def forward(self, x:torch.Tensor) -> list[torch.Tensor]:                 # uint8 (B,C,H,W) -> list of (B,3,s,s)
-        if x.shape[1] == 1: x = _rgb(x)
+    def forward(self, x:torch.Tensor|tuple) -> list[torch.Tensor]:
+        "uint8 images (B,C,H,W), or a store batch `(images, sizes)` -> the list of crops (B,3,s,s)."
+        if isinstance(x, (tuple, list)):                                 # a store batch: one float copy for all views
+            xf, sizes = x[0].float(), x[1].to(x[0].device)
+            return [self.view(xf, s, sc, sizes) for s, sc in self.views]
+        if x.shape[1] == 1: x = as_rgb(x)
         return [self.view(x, s, sc) for s, sc in self.views]

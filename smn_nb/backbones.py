@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_backbones.ipynb #e540d697
 from __future__ import annotations
-import os, socket, threading, urllib.request
+import functools, hashlib, os, socket, threading, urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +20,8 @@ import smn_nb
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'FMNIST_MEAN', 'FMNIST_STD', 'CLIP_TINY_CONFIG',
            'FMNIST_CONFIG', 'BACKBONES', 'PROBE_TIMEOUT', 'CLIP_TEMPLATES', 'BackboneSpec', 'fmnist_resnet',
            'read_checkpoint', 'clean_state_dict', 'load_weights', 'Backbone', 'shipped_file', 'reachable',
-           'get_backbone', 'ZeroShotHead', 'clip_tokenizer', 'clip_text_embeddings', 'clip_zero_shot_head']
+           'get_backbone', 'file_sha256', 'weights_identity', 'ZeroShotHead', 'clip_tokenizer', 'clip_text_embeddings',
+           'clip_zero_shot_head']
 
 # %% ../nbs/02_backbones.ipynb #e9a9aff7
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -265,6 +266,31 @@ def get_backbone(name:str,              # a key of `BACKBONES`
     net, clip = _build(spec)
     if weights is not None: load_weights(clip or net, clean_state_dict(read_checkpoint(weights), spec.drop), f"{str(weights)!r}")
     return Backbone(net, spec, clip).eval()
+
+# %% ../nbs/02_backbones.ipynb #f0ba0800
+@functools.lru_cache(maxsize=64)
+def _sha256(path:str, size:int, mtime_ns:int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+def file_sha256(path:str|Path) -> str:
+    "The sha256 of a file's bytes (cached while its size and modification time stay the same)."
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+# %% ../nbs/02_backbones.ipynb #47a203e0
+def weights_identity(name:str,                  # a key of `BACKBONES`
+                     weights:str|Path|None,     # the file a run was given (None: the default lookup)
+                    ) -> str|None:
+    "None if `weights` is None or the same bytes as `name`'s default file; else the sha256 of `weights`."
+    if weights is None:
+        return None
+    given = file_sha256(Path(weights).expanduser())
+    default = _local_file(BACKBONES[name])
+    return None if default is not None and file_sha256(default) == given else given
 
 # %% ../nbs/02_backbones.ipynb #ca064f9b
 CLIP_TEMPLATES = ("a photo of a {}.", "a blurry photo of a {}.", "a photo of the large {}.",

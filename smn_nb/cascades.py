@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from sklearn.mixture import GaussianMixture
 
-from .masking import MaskSet, apply_masks, masked_tensors, _param_shapes
+from .masking import MaskSet, apply_masks, masked_tensors, param_shapes
 from .probes import embed, knn_accuracy, linear_probe
 from .selfsup import SwAVObjective
 from .swav import swav_epochs
@@ -153,7 +153,7 @@ def forward_passes(n_experts:int, conditional:bool) -> int:
 
 def backbone_weights(model:nn.Module) -> int:
     "Number of weights of `model` as unmasked (scores left out): the fp32 backbone is 32 bits times this."
-    return sum(math.prod(s) for s in _param_shapes(model).values())
+    return sum(math.prod(s) for s in param_shapes(model).values())
 
 def storage_beta(mask_files:Iterable[str|Path],  # the members' mask files (dispatcher's and experts')
                  n_weights:int,                   # weights of the backbone (`backbone_weights`)

@@ -9,7 +9,9 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'SPLITS', 'VAL_FRACTION', 'TEST_FRAC
            'train_transform', 'eval_transform', 'MultiCrop', 'multicrop_transform', 'make_loader', 'TensorStore',
            'crop_resize', 'random_boxes', 'BatchAugment', 'hue_rotate', 'color_distort', 'gaussian_blur',
            'BatchMultiCrop', 'complete_splits', 'random_shifts', 'default_workers', 'DeviceLoader', 'decode_once',
-           'train_batches', 'supervised_train_loader', 'selfsup_train_loader', 'eval_loader']
+           'train_batches', 'supervised_train_loader', 'selfsup_train_loader', 'eval_loader', 'UnreadableImage',
+           'as_rgb', 'ImageProbe', 'probe_image', 'BadImagesError', 'bad_images_error', 'resized_sizes', 'rrc_boxes',
+           'roi_crop', 'centre_boxes', 'crop_stored', 'STORE_FORMAT', 'store_paths', 'stored_sizes', 'batch_to']
 
 # %% ../nbs/03_data.ipynb #12ebe8c6
 from .datasets import *
@@ -25,4 +27,6 @@ _all_ = [
         'make_loader', 'TensorStore', 'crop_resize', 'random_boxes', 'BatchAugment', 'hue_rotate',
         'color_distort', 'gaussian_blur', 'BatchMultiCrop', 'complete_splits', 'random_shifts',
         'default_workers', 'DeviceLoader', 'decode_once', 'train_batches', 'supervised_train_loader',
-        'selfsup_train_loader', 'eval_loader']
+        'selfsup_train_loader', 'eval_loader', 'UnreadableImage', 'as_rgb', 'ImageProbe', 'probe_image',
+        'BadImagesError', 'bad_images_error', 'resized_sizes', 'rrc_boxes', 'roi_crop', 'centre_boxes', 'crop_stored',
+        'STORE_FORMAT', 'store_paths', 'stored_sizes', 'batch_to']

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03b_datasets.ipynb #6e21de12
 from __future__ import annotations
-import gzip, hashlib, json, os, shutil
+import gzip, hashlib, io, json, os, shutil, tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +18,9 @@ from .files import atomic_write
 from .splits import complete_splits
 
 # %% auto #0
-__all__ = ['SPLITS', 'FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'DATASETS', 'data_root', 'read_image', 'ImageDataset',
-           'read_idx', 'DatasetInfo', 'read_split_file', 'get_dataset']
+__all__ = ['SPLITS', 'FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'DATASETS', 'data_root', 'UnreadableImage', 'read_image',
+           'as_rgb', 'ImageDataset', 'read_idx', 'DatasetInfo', 'read_split_file', 'get_dataset', 'ImageProbe',
+           'probe_image', 'BadImagesError', 'bad_images_error']
 
 # %% ../nbs/03b_datasets.ipynb #fb560e14
 SPLITS = ("train", "val", "test", "trainval")
@@ -33,12 +34,27 @@ def _atomic_save(path:Path, arr:np.ndarray|dict[str, np.ndarray]):
     with atomic_write(path) as f: np.savez(f, **arr) if isinstance(arr, dict) else np.save(f, arr)
 
 # %% ../nbs/03b_datasets.ipynb #44528b2b
-def read_image(path:str|Path) -> torch.Tensor:
-    "Decode an image file to a uint8 RGB tensor `(3, H, W)`."
-    from torchvision.io import ImageReadMode, decode_image
-    return decode_image(str(path), mode=ImageReadMode.RGB)
+class UnreadableImage(OSError):
+    "An image file that cannot be decoded; `.path` and `.reason` say which and why."
+    def __init__(self, path:str|Path, reason:str):
+        super().__init__(f"cannot read image {path}: {reason}")
+        self.path, self.reason = str(path), reason
 
-def _rgb(img:torch.Tensor) -> torch.Tensor:
+def read_image(path:str|Path) -> torch.Tensor:
+    "Decode an image file to a uint8 RGB tensor `(3, H, W)` as `PIL.Image.open(path).convert('RGB')` reads it."
+    from PIL import Image
+    from torchvision.io import ImageReadMode, decode_jpeg
+    try:
+        data = Path(path).read_bytes()
+        if not data: raise ValueError("empty file (0 bytes)")
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format == "JPEG" and im.mode in ("RGB", "L"):   # most files: torchvision's libjpeg-turbo, as PIL's
+                try: return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+                except RuntimeError: pass                       # stricter than PIL on some damaged files: PIL decides
+            return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+    except Exception as e: raise UnreadableImage(path, f"{type(e).__name__}: {e}") from e
+
+def as_rgb(img:torch.Tensor) -> torch.Tensor:
     "Replicate a grey channel to three (a view); (..., 1, H, W) -> (..., 3, H, W)."
     return img.expand(*img.shape[:-3], 3, *img.shape[-2:]) if img.shape[-3] == 1 else img
 
@@ -81,10 +97,10 @@ class ImageDataset(Dataset):
     def __getitem__(self, i):
         if self.images is not None:  # int -> one sample; list / tensor of indices -> (B,3,H,W), (B,)
             if isinstance(i, (int, np.integer)) or (torch.is_tensor(i) and i.ndim == 0):
-                return _rgb(self.images[int(i)]), int(self.targets[int(i)])
+                return as_rgb(self.images[int(i)]), int(self.targets[int(i)])
             i = torch.as_tensor(np.asarray(i), dtype=torch.long)
-            return _rgb(self.images[i]), self.targets[i]
-        return _rgb(read_image(self.files[i])), int(self.targets[i])
+            return as_rgb(self.images[i]), self.targets[i]
+        return as_rgb(read_image(self.files[i])), int(self.targets[i])
     def __repr__(self):
         kind = f"images {tuple(self.images.shape)}" if self.images is not None else "files"
         return f"ImageDataset({self.name!r}, split={self.split!r}, n={len(self)}, classes={len(self.classes)}, {kind})"
@@ -347,3 +363,57 @@ def get_dataset(name:str,                 # a key of `DATASETS`
             raise FileNotFoundError(_missing_message(name, root) + f" (underlying error: {type(e).__name__}: {e})") from e
     parts = complete_splits(parts, seed)
     return ImageDataset(name, split, classes, parts[split])
+
+# %% ../nbs/03b_datasets.ipynb #1dc65028
+@dataclass(frozen=True)
+class ImageProbe:
+    "A cheap look at an image file: its header's `(h, w)` (None: none), and why it cannot be read (None: readable)."
+    size: tuple|None
+    problem: str|None = None
+
+def probe_image(path:str|Path,
+                decode:bool=False,   # decode every file, not only those without their end marker
+               ) -> ImageProbe:
+    "Size and readability of `path`: empty, no header, or a JPEG/PNG lacking its end marker (then decoded): a problem."
+    from PIL import Image
+    try:
+        p = Path(path)
+        n = p.stat().st_size
+        if n == 0: return ImageProbe(None, "ValueError: empty file (0 bytes)")
+        with Image.open(p) as im: size, fmt = tuple(im.size[::-1]), im.format
+        with open(p, "rb") as f:
+            f.seek(max(0, n - 12))
+            tail = f.read()
+    except Exception as e: return ImageProbe(None, f"{type(e).__name__}: {e}")
+    ended = tail.endswith(b"\xff\xd9") if fmt == "JPEG" else b"IEND" in tail if fmt == "PNG" else False
+    if ended and not decode: return ImageProbe(size)
+    try: return ImageProbe(tuple(read_image(p).shape[1:]))
+    except UnreadableImage as e: return ImageProbe(size, e.reason)
+
+# %% ../nbs/03b_datasets.ipynb #87cb5f44
+class BadImagesError(RuntimeError):
+    "Unreadable image files of a dataset split: `.bad` is `[(path, reason), ...]`, `.listing` the file listing them."
+    def __init__(self, message:str, bad:list, listing:Path):
+        super().__init__(message)
+        self.bad, self.listing = list(bad), Path(listing)
+
+def bad_images_error(name:str, split:str,
+                     bad:Sequence[tuple[str, str]],   # (path, reason) of every unreadable file
+                     n:int,                           # files in the split
+                     root:str|Path|None=None, show:int=5) -> BadImagesError:
+    "One error for all unreadable files of a split: how many, the first `show`, a listing of all, and what to do."
+    root = data_root(root)
+    text = "".join(f"{p}\t{r}\n" for p, r in bad)
+    listing = root / "_cache" / "bad_files" / f"{name}-{split}.txt"
+    try:
+        with atomic_write(listing, "w") as f: f.write(text)
+    except OSError:
+        listing = Path(tempfile.mkdtemp(prefix="smn_bad_files_")) / f"{name}-{split}.txt"
+        listing.write_text(text)
+    sf = _find_split_file(DATASETS[name], root) if name in DATASETS else None
+    fix = f"remove their entries from the split file {sf}" if sf else "remove them from the dataset's folder"
+    first = "".join(f"\n  {p}  ({r})" for p, r in bad[:show])
+    first += f"\n  ... and {len(bad) - show} more" if len(bad) > show else ""
+    return BadImagesError(f"dataset {name!r}, split {split!r}: {len(bad)} of {n} image files cannot be read:{first}\n"
+                          f"All {len(bad)} are listed in {listing}. Re-download them, or {fix}; then run again.",
+                          bad, listing)

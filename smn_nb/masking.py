@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_masking.ipynb #1af300f2
 from __future__ import annotations
-import bz2, copy, hashlib, io, json, lzma, math, numbers, os, re, struct, tempfile, zlib
+import bz2, copy, hashlib, io, json, lzma, math, numbers, re, struct, zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +24,8 @@ __all__ = ['MASK_MODES', 'SCORE_INITS', 'PRESETS', 'CTX_BINS', 'CTX_PRIOR', 'CTX
            'ScoreMask', 'select_targets', 'mask_model', 'masked_tensors', 'score_parameters', 'set_density',
            'linear_density', 'binary_entropy', 'mask_stats', 'MaskFileError', 'rice_encode', 'rice_decode',
            'weight_bins', 'channel_bins', 'ctx_encode', 'ctx_decode', 'mask_digest', 'encode_mask', 'decode_mask',
-           'arch_signature', 'weights_fingerprint', 'save_masks', 'read_mask_file', 'MaskSet', 'read_masks',
-           'apply_masks', 'load_masks', 'file_breakdown', 'merge']
+           'param_shapes', 'arch_signature', 'base_weights', 'weights_fingerprint', 'save_masks', 'read_mask_file',
+           'MaskSet', 'read_masks', 'apply_masks', 'load_masks', 'file_breakdown', 'merge']
 
 # %% ../nbs/01_masking.ipynb #e77e7da3
 class _ThresholdMask(torch.autograd.Function):
@@ -536,13 +536,13 @@ def _plain_name(k:str) -> str|None:
     if not k.endswith(".original"): return None
     return f".{k}".replace(".parametrizations.", ".").removesuffix(".original")[1:]
 
-def _param_shapes(model:nn.Module) -> dict[str, list]:
+def param_shapes(model:nn.Module) -> dict[str, list]:
     "Shape of every parameter of `model` by its unmasked name (scores left out)."
     return {_plain_name(k): list(v.shape) for k, v in model.named_parameters() if _plain_name(k) is not None}
 
 def arch_signature(model:nn.Module) -> list[list]:
     "`[name, shape]` of every parameter and buffer, as in the unmasked model (scores left out)."
-    return [[k, s] for k, s in _param_shapes(model).items()] + [[k, list(v.shape)] for k, v in model.named_buffers()]
+    return [[k, s] for k, s in param_shapes(model).items()] + [[k, list(v.shape)] for k, v in model.named_buffers()]
 
 # %% ../nbs/01_masking.ipynb #0b760a60
 def _arch_mismatch(mine:list, theirs:list) -> str|None:
@@ -556,7 +556,7 @@ def _arch_mismatch(mine:list, theirs:list) -> str|None:
     return None
 
 # %% ../nbs/01_masking.ipynb #1874d8b6
-def _base_weights(model:nn.Module, names:Iterable[str]) -> dict[str, torch.Tensor]:
+def base_weights(model:nn.Module, names:Iterable[str]) -> dict[str, torch.Tensor]:
     "The frozen base tensor behind each name: `parametrizations.<p>.original` if it is masked, else the parameter."
     out = {}
     for name in names:
@@ -596,7 +596,7 @@ def save_masks(model:nn.Module,
     "Write the masks of `model` (entropy-coded against its base weights), its buffers and `extra` to `path`; return the header."
     sms = masked_tensors(model)
     if not sms: raise ValueError("the model has no masked tensors: call `mask_model` first")
-    ws, entries, blobs, off = _base_weights(model, sms), [], [], 0
+    ws, entries, blobs, off = base_weights(model, sms), [], [], 0
     for name, sm in sms.items():
         info, blob = encode_mask(sm.mask().cpu().numpy(), weights=ws[name].detach().cpu().float().numpy())
         entries.append(dict(name=name, shape=list(sm.score.shape), mode=sm.mode, mu=sm.mu, s0=sm.s0,
@@ -697,7 +697,7 @@ def read_mask_file(path:str|Path) -> tuple[dict, bytes]:
 # %% ../nbs/01_masking.ipynb #1b2a6248
 def _check_fit(model:nn.Module, entries:Iterable[tuple[str, list, str, int]]):
     "Check that each `(name, shape, mode, ones)` is a parameter of `model` of that shape, and that no top-k mask is empty."
-    shapes, bufs, present = _param_shapes(model), dict(model.named_buffers()), masked_tensors(model)
+    shapes, bufs, present = param_shapes(model), dict(model.named_buffers()), masked_tensors(model)
     for name, shape, mode, ones in entries:
         _need(name not in bufs, f"does not fit this model: {name!r} is a buffer, not a parameter; only parameters are masked")
         _need(name in shapes, f"does not fit this model: tensor {name!r} is not a parameter of it")
@@ -707,7 +707,7 @@ def _check_fit(model:nn.Module, entries:Iterable[tuple[str, list, str, int]]):
 
 def _check_weights(model:nn.Module, names:Iterable[str], theirs:str) -> dict[str, torch.Tensor]:
     "`model`'s base tensors of `names`, after checking that their fingerprint is `theirs`."
-    ws = _base_weights(model, names)
+    ws = base_weights(model, names)
     mine = weights_fingerprint(ws)
     _need(mine == theirs, f"its masks were learned on other base weights (fingerprint {theirs[:16]}, this model's {mine[:16]}): "
           "load it onto the checkpoint it was trained from")
@@ -778,7 +778,7 @@ class MaskSet:
         if not sms: raise ValueError("the model has no masked tensors: call `mask_model` first")
         ts = [dict(name=n, shape=list(sm.score.shape), mode=sm.mode, mu=sm.mu, s0=sm.s0, density=sm.density) for n, sm in sms.items()]
         header = dict(format=MASK_FORMAT, meta={}, tensors=ts, arch=arch_signature(model),
-                      weights_sha256=weights_fingerprint(_base_weights(model, sms)))
+                      weights_sha256=weights_fingerprint(base_weights(model, sms)))
         bufs = {k: v.detach().cpu().clone() for k, v in model.named_buffers()} if buffers else {}
         return cls(header, {n: sm.mask().cpu() for n, sm in sms.items()}, bufs, extra or {})
 

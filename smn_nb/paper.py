@@ -11,13 +11,16 @@ from itertools import product
 import pandas as pd
 
 from . import backbones as B
-from .protocol import SSL_METHODS, OFFLINE_DATASETS, OFFLINE_SWAV, SWAV, practices
-from .experiment import DEFAULTS, plan, run_id
+from .methods import SWAV_METHODS
+from .protocol import OFFLINE_DATASETS, OFFLINE_SWAV, practices
+from .selfsup import SWAV
+from .spec import DEFAULTS, plan, run_id, prerequisite
 
 # %% auto #0
-__all__ = ['FIELD', 'PAPER_DATASETS', 'LOW_SHOT', 'DECLARED', 'PROFILES', 'SPLIT_SIZES', 'TRAIN_IMG_S', 'SWAV_CROPS', 'CPU_IMG_S',
-           'CPU_RUN_S', 'paper_numbers', 'cell_run', 'Declared', 'prerequisites', 'Profile', 'table_ids', 'substitute',
-           'run_seeds', 'resolve_run', 'run_cost', 'paper_grid', 'grid_summary']
+__all__ = ['PAPER_METHODS', 'ABLATIONS', 'PAPER_MODELS', 'FIELD', 'PAPER_DATASETS', 'LOW_SHOT', 'DECLARED', 'PROFILES',
+           'SPLIT_SIZES', 'TRAIN_IMG_S', 'SWAV_CROPS', 'CPU_IMG_S', 'CPU_RUN_S', 'paper_numbers', 'cell_run',
+           'Declared', 'prerequisites', 'Profile', 'table_ids', 'substitute', 'run_seeds', 'resolve_run', 'run_cost',
+           'paper_grid', 'grid_summary']
 
 # %% ../nbs/12_paper.ipynb #a23b9be2
 _DATASET = {"inat": "inat500"}      # the draft's name -> ours
@@ -30,16 +33,16 @@ def paper_numbers() -> pd.DataFrame:
     return df
 
 # %% ../nbs/12_paper.ipynb #b146ba63
-_METHOD = {"kNN": dict(method="knn"), "none": dict(method="knn"), "LP": dict(method="lp"), "M": dict(method="M"),
+PAPER_METHODS = {"kNN": dict(method="knn"), "none": dict(method="knn"), "LP": dict(method="lp"), "M": dict(method="M"),
            "FFT": dict(method="FFT"), "SMN": dict(method="SMN"), "STN": dict(method="STN"),
            "topk50%": dict(method="topk", density=0.5), "topk-found": dict(method="topk", density="smn"),
            "SMC-cond": dict(method="SMC", cascade="cond"), "SMC-uncond": dict(method="SMC", cascade="uncond"),
            "SMN mask": dict(method="SMN"), "STN fp32 weights": dict(method="STN")}
-_ABLATION = {"prototypes=50": dict(prototypes=50), "prototypes=500": {}, "prototypes=5000": dict(prototypes=5000),
+ABLATIONS = {"prototypes=50": dict(prototypes=50), "prototypes=500": {}, "prototypes=5000": dict(prototypes=5000),
              "frozen=BNs": {}, "frozen=none": dict(masked="resnet+bn"), "frozen=biases": dict(masked="resnet+bn-weight"),
              "init=SwAV": {}, "init=DINO": dict(model="rn50-dino"), "init=TIMM": dict(model="rn50-timm"),
              "score lr=500": dict(lr=500.0)}    # ours (mini profile): appendix A.1 lets a short run take a larger score lr
-_MODEL = {"unclear-resnet": "rn50-swav"}    # see above
+PAPER_MODELS = {"unclear-resnet": "rn50-swav"}    # see above
 FIELD = {"top1": "test_acc", "top1_linear_head": "test_acc", "top1_clip_head": "test_acc", "knn_top1": "knn_acc",
          "linear_probe_top1": "lp_acc", "top1_linear_probe": "lp_acc", "percent_active": "active_frac",
          "percent_zeroed": "active_frac", "percent_size_reduction": "mask_file"}
@@ -48,11 +51,11 @@ FIELD = {"top1": "test_acc", "top1_linear_head": "test_acc", "top1_clip_head": "
 def cell_run(model:str, method:str, dataset:str) -> dict:
     "Run parameters (non-default ones) for one cell of the paper's tables."
     m = method.removesuffix("+LP")                      # X+LP: the linear probe of run X
-    base, _, ablation = (m, "", "") if m in _METHOD else m.partition(" ")
-    if base not in _METHOD or (ablation and (base != "SMN" or ablation not in _ABLATION)):
-        raise ValueError(f"method {method!r} of the paper's tables is not mapped to a run; known: {list(_METHOD)} (+LP), "
-                         f"SMN with {list(_ABLATION)}")
-    return {"model": _MODEL.get(model, model), "dataset": _DATASET.get(dataset, dataset), **_METHOD[base], **_ABLATION.get(ablation, {})}
+    base, _, ablation = (m, "", "") if m in PAPER_METHODS else m.partition(" ")
+    if base not in PAPER_METHODS or (ablation and (base != "SMN" or ablation not in ABLATIONS)):
+        raise ValueError(f"method {method!r} of the paper's tables is not mapped to a run; known: {list(PAPER_METHODS)} (+LP), "
+                         f"SMN with {list(ABLATIONS)}")
+    return {"model": PAPER_MODELS.get(model, model), "dataset": _DATASET.get(dataset, dataset), **PAPER_METHODS[base], **ABLATIONS.get(ablation, {})}
 
 # %% ../nbs/12_paper.ipynb #94b5d553
 PAPER_DATASETS = ("cifar10", "cifar100", "dtd", "eurosat", "flowers", "oxfordpets", "sun397", "ucf101", "inat500")
@@ -68,7 +71,7 @@ class Declared:
     fractions: tuple = (1.0,)
     metric: str = "top1"           # what its cells read, for a table the paper has no numbers of
 
-_m = lambda *ms: tuple(_METHOD[m] for m in ms)
+_m = lambda *ms: tuple(PAPER_METHODS[m] for m in ms)
 DECLARED = (
     Declared("published/table1", ("rn18-timm", "rn50-swav", "vitb32-clip"), _m("kNN", "LP", "M", "FFT"), PAPER_DATASETS),
     Declared("published/fig3", ("rn50-swav",), _m("LP", "M", "FFT", "SMN"), ("cifar100", "cifar10", "sun397"), LOW_SHOT),
@@ -79,10 +82,8 @@ DECLARED = (
 # %% ../nbs/12_paper.ipynb #2047bfb1
 def prerequisites(p:dict) -> list[dict]:
     "Parameters of the runs `p` needs finished before it starts."
-    if p["method"] == "SMC": return [dict(p, method="SMN", cascade=None, experts=None, label_fraction=1.0)]
-    if p["method"] in SSL_METHODS and p["label_fraction"] < 1: return [dict(p, label_fraction=1.0)]
-    if p["method"] == "topk" and p["density"] == "smn": return [dict(p, method="SMN", density=None)]
-    return []
+    need = prerequisite(p)
+    return [] if need is None else [dict(p, **need.change)]
 
 # %% ../nbs/12_paper.ipynb #52e10261
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ PROFILES = {
                     table_datasets={"published/supp_table1_ablations": ("digits",), "ours/score_lr": ("digits",)},
                     tables=("published/table1", "published/table2", "published/table3", "published/fig3",
                             "published/supp_table1_ablations", "published/supp_table4_active", "seed-draft/table5", "ours/score_lr"),
-                    extra=(Declared("ours/score_lr", ("resnet-fmnist",), (_METHOD["SMN"], dict(_METHOD["SMN"], **_ABLATION["score lr=500"])),
+                    extra=(Declared("ours/score_lr", ("resnet-fmnist",), (PAPER_METHODS["SMN"], dict(PAPER_METHODS["SMN"], **ABLATIONS["score lr=500"])),
                                     ("digits",), metric="knn_top1"),)),   # the paper's score lr against ×10 at equal steps
 }
 
@@ -156,7 +157,7 @@ def resolve_run(q:dict, sizes:dict) -> tuple[dict, dict|None, str|None]:
     "Full parameters, hyper-parameters and run id of `q` (None, None if they cannot be known without the data)."
     p = {**DEFAULTS, **q}
     n = _n_train(p, sizes)
-    if n is None and p["method"] in SSL_METHODS + ("SMC",) and p["dataset"] in SPLIT_SIZES and p["epochs"] is None: return p, None, None
+    if n is None and p["method"] in SWAV_METHODS and p["dataset"] in SPLIT_SIZES and p["epochs"] is None: return p, None, None
     p2, hp = plan(n_train=n, **p)
     return p2, hp, run_id(p2, hp)
 
@@ -172,7 +173,7 @@ def run_cost(p:dict, hp:dict, sizes:dict) -> dict:
     s = sizes.get(p["dataset"])
     if s is None: return dict(steps=None, gpu_hours=None, cpu_minutes=None)
     n, offline = _n_train(p, sizes), p["dataset"] in OFFLINE_DATASETS
-    ssl = p["method"] in SSL_METHODS + ("SMC",)
+    ssl = p["method"] in SWAV_METHODS
     if ssl and p["label_fraction"] < 1 or p["method"] == "SMC" and p["cascade"] == "cond": steps = 0   # reuses another run's training
     elif p["method"] == "SMC": steps = (1 if offline else hp["experts"]) * hp["epochs"] * (n // p["batch_size"])   # K experts, ~one SMN run each (offline: one between them)
     else: steps = hp["epochs"] * (max(1, round(p["label_fraction"] * n)) // p["batch_size"] if not ssl else n // p["batch_size"])

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_probes.ipynb #c1764a4b
 from __future__ import annotations
-import hashlib, json, os, re, tempfile
+import hashlib, json, re
 from pathlib import Path
 from typing import Callable, Iterable
 

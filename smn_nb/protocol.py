@@ -15,13 +15,14 @@ from torch import nn
 from .masking import PRESETS
 from .train import paper_warmup
 from .swav import swav_epochs
-from .selfsup import SSL_METHODS
-from . import backbones as B, data as D
+from .methods import METHODS, SWAV_METHODS
+from .selfsup import SWAV
+from . import backbones as B, datasets as DS, splits as SP
 
 # %% auto #0
-__all__ = ['PROTOCOL', 'METHODS', 'MASKED', 'PRACTICES', 'PROTOCOLS', 'OFFLINE_EPOCHS', 'OFFLINE_DATASETS', 'SWAV',
-           'OFFLINE_SWAV', 'CASCADE', 'SWAV_METHODS', 'Recipe', 'protocol_table', 'recipe', 'masked_targets',
-           'Practice', 'practices', 'label_indices', 'resolve_hparams']
+__all__ = ['PROTOCOL', 'MASKED', 'PRACTICES', 'PROTOCOLS', 'OFFLINE_EPOCHS', 'OFFLINE_DATASETS', 'OFFLINE_SWAV', 'CASCADE',
+           'PROBE', 'Recipe', 'protocol_table', 'recipe', 'masked_targets', 'Practice', 'practices', 'label_indices',
+           'resolve_hparams']
 
 # %% ../nbs/09_protocol.ipynb #47f00b3a
 @dataclass(frozen=True)
@@ -55,8 +56,6 @@ PROTOCOL = (
     Recipe("*", "STN", "swav", 0.15, 1e-6, 0.15, 1e-6, "none", "swav", "SwAV trains the weights the mask would cover"),
     Recipe("*", "SMC", "swav", 50.0, 0.0, 0.15, 1e-6, "none", "cascade", "experts: SMN per cluster of the dispatcher, round(50000/D*150) epochs"),
 )
-METHODS = tuple(dict.fromkeys(r.method for r in PROTOCOL))   # knn lp M FFT SMN topk STN: the one list of methods
-
 def protocol_table() -> pd.DataFrame:
     "The recipes as a table (what this notebook renders)."
     return pd.DataFrame([asdict(r) for r in PROTOCOL]).fillna("-")
@@ -115,7 +114,7 @@ def label_indices(targets,                 # labels of the training set, (N,)
                   seed:int=0,
                  ) -> np.ndarray:
     "Sorted indices of the labelled training images under `policy`."
-    if policy == "stratified": return D.label_fraction_indices(targets, fraction, seed=seed)[0]
+    if policy == "stratified": return SP.label_fraction_indices(targets, fraction, seed=seed)[0]
     if policy != "random-42": raise ValueError(f"policy={policy!r} is not one of ['stratified', 'random-42']")
     n = len(targets)
     if fraction == 1: return np.arange(n)
@@ -125,11 +124,10 @@ def label_indices(targets,                 # labels of the training set, (N,)
 OFFLINE_EPOCHS = {   # dataset: (supervised, self-supervised) epochs, ~11.5k and ~29k images each (the paper's rule, E ∝ 1/N,
     "digits": (8, 20), "fashion_mnist": (1, 1), "mnist": (3, 7), "fmnist_inverted": (5, 12)}   # on a CPU budget of minutes)
 OFFLINE_DATASETS = tuple(OFFLINE_EPOCHS)
-SWAV = dict(prototypes=500, queue_length=512, freeze_prototypes=5005, eps=0.05, multicrop={})   # as the authors ran SwAV
 OFFLINE_SWAV = dict(prototypes=50, queue_length=0, freeze_prototypes=0.05, eps=0.03,                # what makes SwAV learn at
                     multicrop=dict(n_small=0, large_scale=(0.3, 1.0), p_jitter=0.0, p_blur=0.0))     # 32 px (see below)
 CASCADE = dict(experts=5, pca_dims=20)       # the authors' router: top-20 principal components, a 5-component GMM
-SWAV_METHODS = SSL_METHODS + ("SMC",)         # every method trained by SwAV
+PROBE = dict(knn_k=200, knn_T=0.1, eval_batch=256)   # weighted kNN as DINO evaluates it; images per evaluation batch
 
 def _epochs(r:Recipe, epochs, dataset, n_train, label_fraction=1.0) -> int:
     if r.epochs == 0: return 0                        # probes train nothing, whatever `epochs` says
@@ -144,7 +142,7 @@ def _epochs(r:Recipe, epochs, dataset, n_train, label_fraction=1.0) -> int:
 def _data_hparams(spec, method, pr) -> dict:
     mean, std = (B.CLIP_MEAN, B.CLIP_STD) if pr["eval_norm"] == "clip" else (spec.mean, spec.std)
     return dict(train_split=pr["train_split"], label_policy=pr["label_policy"],
-                eval=dict(crop_pct=pr["eval_crop_pct"], mean=list(mean), std=list(std)))
+                eval=dict(crop_pct=pr["eval_crop_pct"], mean=list(mean), std=list(std)), probe=dict(PROBE))
 
 def _method_hparams(spec, method, pr, prototypes, masked, cascade, experts, offline) -> dict:
     hp = {}
@@ -180,6 +178,6 @@ def resolve_hparams(model:str, method:str,
     if E == 0: return hp
     warm = paper_warmup(E) if r.warmup == "40/150" else 0
     hp.update(lr=float(lr if lr is not None else r.lr), wd=r.wd, head_lr=r.head_lr, head_wd=r.head_wd, warmup_epochs=warm, head=r.head)
-    if method in ("M", "FFT"): hp["train_aug"] = dict(D.DATASETS[dataset].train_aug) if dataset in D.DATASETS else {}
+    if method in ("M", "FFT"): hp["train_aug"] = dict(DS.DATASETS[dataset].train_aug) if dataset in DS.DATASETS else {}
     if method == "FFT" and lr is not None: hp["head_lr"] = float(lr)
     return hp

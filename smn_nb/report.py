@@ -12,42 +12,39 @@ import numpy as np
 import pandas as pd
 
 from . import paper as PP
-from .paper import PROFILES, DECLARED, FIELD, SPLIT_SIZES, paper_numbers, cell_run, table_ids, substitute, run_seeds, resolve_run
-from . import experiment as E
-from .experiment import DEFAULTS, load_results, read_record, runs_root
-from .protocol import resolve_hparams, SWAV, OFFLINE_SWAV, OFFLINE_EPOCHS, OFFLINE_DATASETS, SWAV_METHODS
+from .paper import Profile, PROFILES, DECLARED, FIELD, SPLIT_SIZES, paper_numbers, cell_run, table_ids, substitute, run_seeds, resolve_run
+from .spec import DEFAULTS
+from .records import load_results, read_record, runs_root, source_checkout
+from .methods import SWAV_METHODS, method_info
+from .protocol import OFFLINE_SWAV, OFFLINE_EPOCHS, OFFLINE_DATASETS
+from .selfsup import SWAV
 from .compare import stored_bits
 
 # %% auto #0
-__all__ = ['MATCH', 'OURS_CODEC', 'PERCENT', 'FIGURES', 'PARTS', 'READOUTS', 'HEADLINE', 'param_key', 'method_label',
-           'profile_tables', 'table_cells', 'metric_values', 'fill_cells', 'cell_parts', 'wide', 'to_markdown',
-           'to_latex', 'styled', 'report_tables', 'table_sentence', 'plot_low_shot', 'low_shot_sentence',
-           'used_records', 'readouts', 'plot_methods', 'methods_sentence', 'layer_table', 'plot_layers',
-           'layers_sentence', 'tradeoff', 'plot_tradeoff', 'tradeoff_sentence', 'repro_points', 'plot_repro',
-           'repro_sentence', 'write_tables', 'draw_figures', 'headline', 'headline_sentence', 'headline_markdown',
-           'profile_setup', 'report_markdown', 'write_report', 'show_report']
+__all__ = ['OURS_CODEC', 'PERCENT', 'FIGURES', 'PARTS', 'READOUTS', 'HEADLINE', 'cell_runs', 'method_label', 'profile_tables',
+           'table_cells', 'metric_values', 'fill_cells', 'cell_parts', 'wide', 'to_markdown', 'to_latex', 'styled',
+           'report_tables', 'table_sentence', 'plot_low_shot', 'low_shot_sentence', 'used_records', 'readouts',
+           'plot_methods', 'methods_sentence', 'layer_table', 'plot_layers', 'layers_sentence', 'tradeoff',
+           'plot_tradeoff', 'tradeoff_sentence', 'repro_points', 'plot_repro', 'repro_sentence', 'write_tables',
+           'draw_figures', 'headline', 'headline_sentence', 'headline_markdown', 'profile_setup', 'report_markdown',
+           'write_report', 'show_report']
 
 # %% ../nbs/14_report.ipynb #4ccb3a35
-_MACHINE = ("seed", "device", "weights", "data_dir", "runs_dir", "num_workers", "force")
-MATCH = tuple(k for k in DEFAULTS if k not in _MACHINE)      # the parameters a cell and its records share
-
 def _canon(v):
     if v is None or (isinstance(v, float) and math.isnan(v)): return None
     if isinstance(v, (bool, np.bool_)): return bool(v)
     if isinstance(v, (int, float, np.integer, np.floating)): return round(float(v), 9)
     return v
 
-def param_key(p:dict) -> tuple:
-    "The values of `MATCH` in run parameters `p` (defaults filled), canonical: NaN is None, numbers are floats."
-    q = {**DEFAULTS, **{k: v for k, v in p.items() if _canon(v) is not None or k not in DEFAULTS}}
-    if q["method"] == "topk" and q["density"] is None: q["density"] = 0.5      # what run_id says too
-    if q["method"] not in ("knn", "lp"):                                          # None and the protocol's value are one run
-        hp = resolve_hparams(q["model"], q["method"], q["dataset"], q["protocol"], n_train=1, cascade=q["cascade"] or "cond")
-        q.update({k: hp[k] for k in ("prototypes", "masked") if q[k] is None and k in hp})
-    return tuple(_canon(q[k]) for k in MATCH)
+def cell_runs(prof:Profile,   # the profile: which seeds
+              table:str,      # the table or figure id
+              p:dict,         # the cell's run parameters (no seed)
+             ) -> tuple:
+    "The run id of cell parameters `p` for each seed `prof` runs it with (None where the id needs the data)."
+    return tuple(resolve_run(dict(p, seed=s), SPLIT_SIZES)[2] for s in run_seeds(prof, table, p))
 
 # %% ../nbs/14_report.ipynb #b6bafb8d
-_LABELS = {k: v for k, v in PP._METHOD.items() if k not in ("none", "SMN mask", "STN fp32 weights")}
+_LABELS = {k: v for k, v in PP.PAPER_METHODS.items() if k not in ("none", "SMN mask", "STN fp32 weights")}
 
 def _has(p:dict, sub:dict) -> bool: return all(_canon(p.get(a, DEFAULTS.get(a))) == _canon(b) for a, b in sub.items())
 
@@ -55,7 +52,7 @@ def method_label(p:dict) -> str:
     "The paper's name for the method of run parameters `p`, e.g. `topk-found`, `SMN prototypes=50`."
     p = dict(p, density=0.5) if p.get("method") == "topk" and _canon(p.get("density")) is None else p
     base = next((k for k, v in _LABELS.items() if _has(p, v)), p.get("method"))
-    abl = [k for k, v in PP._ABLATION.items() if v and _has(p, v)]
+    abl = [k for k, v in PP.ABLATIONS.items() if v and _has(p, v)]
     k = _canon(p.get("prototypes"))        # a K the paper did not run (the mini profile's scaled ablation)
     default = (OFFLINE_SWAV if p.get("dataset") in OFFLINE_DATASETS else SWAV)["prototypes"]
     abl = abl or ([f"prototypes={k:g}"] if k is not None and k != default else [])
@@ -86,7 +83,7 @@ def _sources(table:str, prof) -> list[dict]:
 _COLS = ["model", "method", "dataset", "metric", "codec", "fraction"]
 
 def table_cells(table:str, profile:str="paper", overrides:dict|None=None) -> pd.DataFrame:
-    "Every cell of `table` as `profile` reproduces it: row, column, run parameters (`key`), the paper's number(s)."
+    "Every cell of `table` as `profile` reproduces it: row, column, run parameters and ids, the paper's number(s)."
     prof, rows = PROFILES[profile], []
     for s in _sources(table, prof):
         q = cell_run(s["model"], s["method"], s["dataset"])
@@ -94,16 +91,15 @@ def table_cells(table:str, profile:str="paper", overrides:dict|None=None) -> pd.
         for p in substitute(prof, table, q):
             p |= {"label_fraction": s["fraction"], **(overrides or {})}
             method = s["method"] + (f" (ours: {p['prototypes']})" if p.get("prototypes") != q.get("prototypes") else "")   # rescaled K
-            rows.append(dict(model=prof.model or PP._MODEL.get(s["model"], s["model"]), method=method, dataset=p["dataset"],
-                             metric=s["metric"], codec=codec, fraction=s["fraction"], value=s["value"], params=p, key=param_key(p),
-                             exact=prof.model is None and prof.datasets is None, expected=len(run_seeds(prof, table, p))))
+            rows.append(dict(model=prof.model or PP.PAPER_MODELS.get(s["model"], s["model"]), method=method, dataset=p["dataset"],
+                             metric=s["metric"], codec=codec, fraction=s["fraction"], value=s["value"], params=p, run_ids=cell_runs(prof, table, p),
+                             exact=prof.model is None and prof.datasets is None))
     df = pd.DataFrame(rows)
     if df.codec.ne("").any():        # our own coder beside the paper's codecs
         df = pd.concat([df, df.drop_duplicates(_COLS[:4]).assign(codec=OURS_CODEC, value=np.nan)], ignore_index=True)
     g = df.groupby(_COLS, sort=False)
-    out = g.agg(paper=("value", "mean"), n_paper=("value", "count"), exact=("exact", "all"), key=("key", "first"), params=("params", "first"),
-                expected=("expected", "max"))
-    return out.reset_index().assign(table=table)
+    out = g.agg(paper=("value", "mean"), n_paper=("value", "count"), exact=("exact", "all"), run_ids=("run_ids", "first"), params=("params", "first"))
+    return out.reset_index().assign(table=table, expected=lambda d: d.run_ids.map(len))
 
 # %% ../nbs/14_report.ipynb #54586e51
 def metric_values(df:pd.DataFrame, metric:str, codec:str="") -> pd.Series:
@@ -116,29 +112,31 @@ def metric_values(df:pd.DataFrame, metric:str, codec:str="") -> pd.Series:
     return col(FIELD[metric])
 
 # %% ../nbs/14_report.ipynb #dde4f9ea
-def _with_keys(df:pd.DataFrame) -> pd.DataFrame:
-    if df.empty: return pd.DataFrame(columns=["_key", "seed", "run_id"])
-    return df.assign(_key=[param_key(r) for r in df.to_dict("records")]).sort_values("run_id")
+def _records(df:pd.DataFrame, c, seeds:set) -> pd.DataFrame:
+    "The records of cell `c`: its runs by id, at every seed in `seeds` too; where an id needs the data, by parameters."
+    ids = set(c.run_ids) | {resolve_run(dict(c.params, seed=int(s)), SPLIT_SIZES)[2] for s in seeds}
+    hit = df.run_id.isin(ids - {None})
+    if None in ids:
+        hit |= pd.Series([_has(r, c.params) for r in df.to_dict("records")], index=df.index, dtype=bool)
+    return df[hit].sort_values("run_id")
 
 def _ours(recs:pd.DataFrame, c) -> dict:
     v = metric_values(recs, c.metric, c.codec).set_axis(recs.seed.to_numpy()).dropna()
     v = v[~v.index.duplicated(keep="last")]
     return dict(ours=v.mean() if len(v) else np.nan, std=v.std(ddof=1) if len(v) > 1 else np.nan, n=len(v),
-                values=list(v), seeds=list(v.index), run_ids=list(recs.run_id), found=len(recs))
-
-def _current(recs:pd.DataFrame, params:dict) -> pd.DataFrame:
-    "The records of `recs` the current protocol would run for `params` (same run id): not those of an older protocol."
-    if recs.empty: return recs
-    ids = {s: resolve_run(dict(params, seed=int(s)), SPLIT_SIZES)[2] for s in set(recs.seed)}
-    return recs[[ids[s] is None or r == ids[s] for s, r in zip(recs.seed, recs.run_id)]]     # None: the id needs the data
+                values=list(v), seeds=list(v.index), found_runs=list(recs.run_id), found=len(recs))
 
 def fill_cells(cells:pd.DataFrame, df:pd.DataFrame) -> pd.DataFrame:
     "`cells` with our numbers from the records `df` (`load_results`): mean, std, seeds found, status, Δ."
-    df = _with_keys(df); by = dict(list(df.groupby("_key", sort=False))) if len(df) else {}
-    rows = [_ours(_current(by.get(c.key, df.iloc[:0]), c.params), c) for c in cells.itertuples()]
-    out = pd.concat([cells.reset_index(drop=True), pd.DataFrame(rows, columns=list(_ours(df.iloc[:0], cells.iloc[0]) if len(cells) else []))], axis=1)
+    if df.empty:
+        df = pd.DataFrame(columns=["run_id", "seed"])
+    seeds = set(df.seed.dropna())        # a seed the profile does not ask for still counts (a user's extra run)
+    rows = [_ours(_records(df, c, seeds), c) for c in cells.itertuples()]
+    cols = list(_ours(df.iloc[:0], cells.iloc[0])) if len(cells) else []
+    out = pd.concat([cells.reset_index(drop=True), pd.DataFrame(rows, columns=cols)], axis=1)
     never = (out.metric == "percent_size_reduction") & (out.codec != OURS_CODEC)      # the paper's codecs: not what we store
-    out["status"] = np.select([never, out.n >= out.expected, out.n > 0, out.found > 0], ["not measured", "done", "partial", "not measured"], "missing")
+    status = [never, out.n >= out.expected, out.n > 0, out.found > 0]
+    out["status"] = np.select(status, ["not measured", "done", "partial", "not measured"], "missing")
     out["delta"] = np.where(out.exact & (out.n_paper == 1) & (out.n > 0), out.ours - out.paper, np.nan)
     return out
 
@@ -222,7 +220,7 @@ def _best(cells:pd.DataFrame) -> str:
 
 def _same_runs(cells:pd.DataFrame) -> str:
     "Rows that are one and the same run under the profile's substitutions (e.g. the init ablations on one backbone)."
-    keys = cells.groupby(["model", "method"], sort=False).key.agg(tuple)
+    keys = cells.groupby(["model", "method"], sort=False).run_ids.agg(tuple)
     groups = [list(g.index.get_level_values(1)) for _, g in keys.groupby(keys, sort=False) if len(g) > 1]
     return "".join(f" Rows {' = '.join(g)} are the same runs here." for g in groups)
 
@@ -291,7 +289,7 @@ READOUTS = {"kNN": "knn_acc", "linear probe": "lp_acc", "own head": "test_acc"}
 
 def used_records(df:pd.DataFrame, tables:dict[str, pd.DataFrame]) -> pd.DataFrame:
     "The record rows of `df` that some cell of `tables` matched, with the paper's `label` for their method."
-    ids = {i for cs in tables.values() for ids in cs.run_ids for i in ids}
+    ids = {i for cs in tables.values() for ids in cs.found_runs for i in ids}
     if df.empty or not ids: return pd.DataFrame(columns=list(dict.fromkeys([*df.columns, *DEFAULTS, "run_id", "label"])))
     d = df[df.run_id.isin(ids)]
     return d.assign(label=[method_label(r) for r in d.to_dict("records")])
@@ -357,14 +355,12 @@ def layers_sentence(lt:pd.DataFrame) -> str:
     return f"The most switched-off tensor is {k[2]} ({m[k]:.2f}% off, {k[1]} on {k[0]}); the mean over all tensors and runs is {lt.off.mean():.2f}% off."
 
 # %% ../nbs/14_report.ipynb #ac12d742
-_MAIN = {"knn": "knn_acc", "M": "test_acc", "FFT": "test_acc"}     # every other method's own number is its linear probe
-
 def tradeoff(d:pd.DataFrame) -> pd.DataFrame:
     "Mean over seeds of accuracy and stored bits per (model, dataset, method, readout), at all labels."
     rows = []
     for r in d[pd.to_numeric(d.label_fraction) == 1.0].to_dict("records"):
         rec = dict(params=dict(method=r["method"]), adaptation_bits=_canon(r.get("adaptation_bits")), n_classes=r.get("n_classes"), embed_dim=r.get("embed_dim"))
-        for f in dict.fromkeys([_MAIN.get(r["method"], "lp_acc"), "knn_acc"]):
+        for f in dict.fromkeys([method_info(r["method"]).readout, "knn_acc"]):
             if _canon(r.get(f)) is None or (f == "lp_acc" and _canon(r.get("n_classes")) is None): continue
             rows.append(dict(model=r["model"], dataset=r["dataset"], method=r["label"], readout={v: k for k, v in READOUTS.items()}[f], acc=r[f], bits=stored_bits(rec, f)))
     t = pd.DataFrame(rows, columns=["model", "dataset", "method", "readout", "acc", "bits"])
@@ -536,13 +532,13 @@ def report_markdown(tables:dict, figs:dict, profile:str, df:pd.DataFrame) -> str
     return "\n".join(out)
 
 # %% ../nbs/14_report.ipynb #f066f794
-def write_report(runs_dir:str|Path|None=None,    # records; None: `$SMN_NB_RUNS`, else runs/ (`experiment.runs_root`)
+def write_report(runs_dir:str|Path|None=None,    # records; None: `$SMN_NB_RUNS`, else runs/ (`records.runs_root`)
                  profile:str="mini",             # a key of `paper.PROFILES`
                  out_dir:str|Path|None=None,     # None: figures/<profile> in the source checkout (else the working folder)
                  overrides:dict|None=None,       # run parameters the sweep set for every run (e.g. epochs=1)
                 ) -> dict:
     "Write every table (Markdown, LaTeX), every figure (PNG, PDF) and `REPORT.md`; return tables, figures and paths."
-    out = Path(out_dir) if out_dir is not None else (E._checkout() or Path.cwd()) / "figures" / profile
+    out = Path(out_dir) if out_dir is not None else (source_checkout() or Path.cwd()) / "figures" / profile
     df = load_results(runs_dir)
     tables = report_tables(df, profile, overrides)
     paths = write_tables(tables, out)

@@ -12,9 +12,10 @@ from torch import nn
 
 from .swav import SwAVHead, SwAVLoss, FeatureQueue, cancel_prototype_grads, queue_start_epoch, swav_step
 from .train import Classifier, prepare_model
+from .methods import SSL_METHODS, method_info
 
 # %% auto #0
-__all__ = ['SSL_METHODS', 'SWAV_REMEDIES', 'run_steps', 'SwAVObjective', 'prepare_selfsup', 'swav_collapse']
+__all__ = ['SWAV', 'SWAV_REMEDIES', 'run_steps', 'SwAVObjective', 'prepare_selfsup', 'swav_collapse']
 
 # %% ../nbs/07_selfsup.ipynb #5fd30cb7
 def run_steps(when:int|float,    # int: optimiser steps; float in [0, 1]: that fraction of the run
@@ -28,19 +29,21 @@ def run_steps(when:int|float,    # int: optimiser steps; float in [0, 1]: that f
     if when < 0: raise ValueError(f"{name} must be >= 0, got {when}")
     return when
 
+SWAV = dict(prototypes=500, queue_length=512, freeze_prototypes=5005, eps=0.05, multicrop={})   # as the authors ran SwAV
+
 class SwAVObjective(nn.Module):
     "SwAV loss for `fit`: head + prototypes + queue + step counter, all checkpointable."
     def __init__(self, in_dim:int,               # backbone embedding size
                  epochs:int,                     # E, for the queue's start epoch E/5
                  steps_per_epoch:int,
-                 n_prototypes:int=500,           # K (authors: 500)
+                 n_prototypes:int=SWAV["prototypes"],  # K (authors: 500)
                  out_dim:int=128,
                  hidden_dim:int|None=None,       # None: Linear projection (authors); int: SwAV's MLP
-                 queue_length:int=512,           # 0: no queue
-                 freeze_prototypes:int|float=5005,  # prototypes frozen this long: int iterations (authors 5005), float a fraction of the run
+                 queue_length:int=SWAV["queue_length"],  # 0: no queue
+                 freeze_prototypes:int|float=SWAV["freeze_prototypes"],  # int iterations (authors 5005), float a fraction
                  n_large:int=2, temperature:float=0.1,
                  augment:nn.Module|None=None,    # uint8 batch -> list of crops (e.g. `data.BatchMultiCrop`); None: batches are crops
-                 eps:float=0.05,                 # Sinkhorn's epsilon (authors 0.05; SwAV advises 0.03 when the loss stalls)
+                 eps:float=SWAV["eps"],          # Sinkhorn's epsilon (authors 0.05; SwAV advises 0.03 when the loss stalls)
                  queue_start:int|float|None=None,  # first step with a queue: int steps, float a fraction of the run; None: epoch E/5 (authors)
                  sinkhorn_iters:int=3):          # Sinkhorn-Knopp iterations (authors 3)
         super().__init__()
@@ -71,8 +74,6 @@ class SwAVObjective(nn.Module):
         return swav_collapse(history, self.n_prototypes, self.freeze_prototypes, self.steps_per_epoch, margin)
 
 # %% ../nbs/07_selfsup.ipynb #6b189594
-SSL_METHODS = ("SMN", "STN", "topk")
-
 def prepare_selfsup(backbone:nn.Module,
                     method:str,                   # one of `SSL_METHODS`
                     objective:SwAVObjective,
@@ -85,7 +86,7 @@ def prepare_selfsup(backbone:nn.Module,
     "Wrap `backbone` + SwAV head for `method`; mask or unfreeze it; return (model, named parameter groups)."
     if method not in SSL_METHODS: raise ValueError(f"method={method!r} is not one of {SSL_METHODS}")
     model = Classifier(backbone, objective.head)
-    inner = {"SMN": "M", "topk": "topk", "STN": "FFT"}[method]
+    inner = method_info(method).mode
     lr = lr if lr is not None else (0.15 if method == "STN" else 50.0)
     groups = prepare_model(model, inner, preset, lr=lr, wd=stn_wd if method == "STN" else 0.0,
                            head_lr=head_lr, head_wd=head_wd, density=density, seed=seed, init=init)

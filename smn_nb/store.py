@@ -4,7 +4,8 @@
 
 # %% ../nbs/03e_store.ipynb #faf6478b
 from __future__ import annotations
-import hashlib, math, os
+import hashlib, os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -14,13 +15,14 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from .files import atomic_path
-from .datasets import ImageDataset, data_root
-from .augment import BatchAugment, BatchMultiCrop
+from .files import atomic_path, atomic_write
+from .datasets import ImageDataset, bad_images_error, data_root, probe_image
+from .augment import BatchAugment, BatchMultiCrop, resized_sizes
 
 # %% auto #0
-__all__ = ['default_workers', 'make_loader', 'TensorStore', 'DeviceLoader', 'decode_once', 'train_batches',
-           'supervised_train_loader', 'selfsup_train_loader', 'eval_loader']
+__all__ = ['STORE_FORMAT', 'default_workers', 'make_loader', 'store_paths', 'stored_sizes', 'TensorStore', 'batch_to',
+           'DeviceLoader', 'decode_once', 'train_batches', 'supervised_train_loader', 'selfsup_train_loader',
+           'eval_loader']
 
 # %% ../nbs/03e_store.ipynb #d0975356
 def default_workers(device:str|torch.device|None=None) -> int:
@@ -61,52 +63,139 @@ def make_loader(dataset:Dataset,
                       drop_last=drop_last, pin_memory=pin, persistent_workers=num_workers > 0)
 
 # %% ../nbs/03e_store.ipynb #67c52bee
-def _fingerprint(ds, size:int) -> str:
-    h = hashlib.sha1(f"{getattr(ds, 'name', '')}|{getattr(ds, 'split', '')}|{len(ds)}|{size}".encode())
+STORE_FORMAT = 2    # 1: centre squares (N,3,s,s); 2: whole images (N,3,s,L) and their sizes
+
+def _fingerprint(ds, size:int, max_aspect:float) -> str:
+    key = f"{getattr(ds, 'name', '')}|{getattr(ds, 'split', '')}|{len(ds)}|{size}|{max_aspect}|v{STORE_FORMAT}"
+    h = hashlib.sha1(key.encode())
     h.update(np.asarray(ds.targets).astype(np.int64).tobytes())
     if getattr(ds, "files", None) is not None: h.update("\n".join(map(str, ds.files)).encode())
     else: h.update(ds.images[:: max(1, len(ds) // 64)].contiguous().numpy().tobytes())
     return h.hexdigest()[:12]
 
+def store_paths(dataset:ImageDataset, size:int, root:str|Path|None=None, max_aspect:float=2.0) -> tuple[Path, Path]:
+    "Where `TensorStore(dataset, size, root, max_aspect=max_aspect)` keeps its images and their sizes."
+    fp = _fingerprint(dataset, size, max_aspect)
+    stem = f"{dataset.name}-{dataset.split}-{size}px-a{max_aspect:g}-v{STORE_FORMAT}-{fp}"
+    p = data_root(root) / "_cache" / "store" / f"{stem}.npy"
+    return p, p.with_name(f"{stem}.sizes.npy")
+
+def stored_sizes(sizes:torch.Tensor,   # (N,2) original heights and widths
+                 side:int,             # the stored shorter side
+                 long_max:int,         # the longest stored side allowed
+                ) -> torch.Tensor:
+    "(N,2) stored `(h, w)`: `Resize(side)`'s output, shrunk whole (aspect kept) where its long side exceeds `long_max`."
+    r = resized_sizes(sizes, side).double()
+    f = (long_max / r.max(1).values).clamp(max=1)[:, None]
+    return torch.where(f < 1, (r * f).round().clamp(min=1), r).long()
+
+# %% ../nbs/03e_store.ipynb #8aadc5cd
+class _Decode(Dataset):
+    "Item `i` of `ds` at its stored size, transposed if a portrait: `(image, (H, W), None)`, or `(None, None, reason)`."
+    def __init__(self, ds, side:int, long:int,
+                 sizes:torch.Tensor):          # (N,4) header (H, W) and stored (h, w) of each image
+        self.ds, self.side, self.long, self.sizes = ds, side, long, sizes.tolist()
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, i):
+        try: img = self.ds[i][0]
+        except Exception as e: return None, None, getattr(e, "reason", f"{type(e).__name__}: {e}")
+        hw = tuple(img.shape[-2:])
+        H, W, h, w = self.sizes[i]
+        if (H, W) != hw: h, w = stored_sizes(torch.tensor([hw]), self.side, self.long)[0].tolist()   # header was wrong
+        img = v2.functional.resize(img, [h, w], antialias=True)
+        return (img.transpose(-1, -2) if img.shape[1] > img.shape[2] else img), hw, None
+
+def _items(batch): return batch    # collate: keep the list of items
+
+def _put(out:np.ndarray, img:torch.Tensor):
+    "Write `img` (3,a,b) at the top left of `out` (3,S,L), then edge-pad the rest."
+    a, b = img.shape[1:]
+    out[:, :a, :b] = img.numpy()
+    out[:, :a, b:] = out[:, :a, b - 1:b]
+    out[:, a:] = out[:, a - 1:a]
+
+def _header_sizes(ds, threads:int, progress:bool) -> tuple[torch.Tensor, dict]:
+    "(N,2) original sizes from the image headers (zeros where unreadable), and `{index: reason}` of unreadable files."
+    if ds.files is None: return torch.tensor(ds.images.shape[-2:]).expand(len(ds), 2).clone(), {}
+    with ThreadPoolExecutor(threads) as ex:
+        probes = list(tqdm(ex.map(probe_image, ds.files), total=len(ds), disable=not progress,
+                           desc=f"headers {ds.name}-{ds.split}"))
+    bad = {i: p.problem for i, p in enumerate(probes) if p.problem is not None}
+    return torch.tensor([p.size or (0, 0) for p in probes]).view(-1, 2), bad
+
+# %% ../nbs/03e_store.ipynb #2efbe327
 class TensorStore(Dataset):
-    "`dataset` decoded once and resized to uint8 `(N,3,size,size)`, cached as a memory-mapped .npy."
+    "`dataset` decoded once, each image whole (shorter side `size`): uint8 `(N,3,size,L)`, sizes `(N,4)`; memory-mapped"
     def __init__(self, dataset:ImageDataset,
-                 size:int,                     # stored side (shorter side resized to it, centre-cropped)
+                 size:int,                     # stored shorter side
                  root:str|Path|None=None,      # data root; the store goes to root/_cache/store/
                  batch_size:int=256,
                  num_workers:int|None=None,    # decoding processes; None: `default_workers()`
-                 progress:bool=True):
-        self.name, self.split, self.size = dataset.name, dataset.split, size
+                 progress:bool=True,
+                 max_aspect:float=2.0):        # longest stored side = size * max_aspect; longer images are shrunk whole
+        if not max_aspect >= 1: raise ValueError(f"max_aspect={max_aspect!r}: the longest side over the shortest, >= 1")
+        self.name, self.split, self.size, self.max_aspect = dataset.name, dataset.split, size, max_aspect
         self.classes, self.targets = list(dataset.classes), dataset.targets.clone()
-        self.path = data_root(root) / "_cache" / "store" / f"{dataset.name}-{dataset.split}-{size}px-{_fingerprint(dataset, size)}.npy"
-        if not self.path.exists(): self._build(dataset, batch_size, default_workers() if num_workers is None else num_workers, progress)
+        self.path, self.sizes_path = store_paths(dataset, size, root, max_aspect)
+        if not (self.path.exists() and self.sizes_path.exists()):
+            self._build(dataset, root, batch_size, default_workers() if num_workers is None else num_workers, progress)
         arr = np.load(self.path, mmap_mode="c")      # copy-on-write map: lazy, and writable for torch
-        if arr.shape != (len(self.targets), 3, size, size): raise ValueError(f"{self.path}: shape {arr.shape}, expected {(len(self.targets), 3, size, size)}; delete it to rebuild")
-        self.images = torch.from_numpy(arr)
+        sizes = np.load(self.sizes_path)
+        n = len(self.targets)
+        if arr.shape[:3] != (n, 3, size) or sizes.shape != (n, 4):
+            raise ValueError(f"{self.path}: shape {arr.shape} and sizes {sizes.shape}, expected ({n}, 3, {size}, L) "
+                             f"and ({n}, 4); delete both to rebuild")
+        self.images, self.sizes = torch.from_numpy(arr), torch.from_numpy(sizes).long()
 
-    def _build(self, ds, batch_size, num_workers, progress):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fit = v2.Compose([v2.Resize(self.size, antialias=True), v2.CenterCrop(self.size)])
+    def _build(self, ds, root, batch_size, num_workers, progress):
+        src, bad = _header_sizes(ds, max(4, 2 * num_workers), progress)
+        ok = torch.tensor([i not in bad for i in range(len(ds))], dtype=torch.bool)
+        st = stored_sizes(src[ok], self.size, round(self.size * self.max_aspect))
+        long = max(self.size, int(st.max()) if len(st) else 0)
+        sizes = np.zeros((len(ds), 4), np.int32)
+        plan = torch.cat([src, stored_sizes(src, self.size, long)], 1)
+        dl = DataLoader(_Decode(ds, self.size, long, plan), batch_size, num_workers=num_workers, collate_fn=_items)
         with atomic_path(self.path) as tmp:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(ds), 3, self.size, self.size))
-            if getattr(ds, "batchable", False):   # equal-sized images: resize whole batches at once
-                chunks = ((ds[torch.arange(i, min(i + batch_size, len(ds)))][0]) for i in range(0, len(ds), batch_size))
-                chunks = (fit(x) for x in chunks)
-            else: chunks = (x for x, _ in make_loader(ds, fit, batch_size, False, num_workers=num_workers))
-            i = 0
-            for x in tqdm(chunks, total=math.ceil(len(ds) / batch_size), disable=not progress, desc=f"store {self.path.name}"):
-                out[i:i + len(x)] = x.numpy(); i += len(x)
-            out.flush(); del out
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(ds), 3, self.size, long))
+            items = (item for batch in dl for item in batch)
+            items = tqdm(items, total=len(ds), disable=not progress, desc=f"store {self.path.name}")
+            for i, (img, hw, err) in enumerate(items):
+                if err is not None: bad.setdefault(i, err)
+                else:
+                    _put(out[i], img)
+                    sizes[i, :2] = hw
+            out.flush()
+            del out
+            if bad:
+                files = ds.files or [f"{ds.name}[{k}]" for k in range(len(ds))]
+                raise bad_images_error(ds.name, ds.split, [(files[k], bad[k]) for k in sorted(bad)], len(ds), root)
+            sizes[:, 2:] = stored_sizes(torch.from_numpy(sizes[:, :2]), self.size, long).numpy()
+            with atomic_write(self.sizes_path) as f: np.save(f, sizes)
 
     batchable = True
     def __len__(self): return len(self.targets)
     def __getitem__(self, i):
-        if isinstance(i, (int, np.integer)) or (torch.is_tensor(i) and i.ndim == 0): return self.images[int(i)], int(self.targets[int(i)])
+        "An index: `(image (3,h,w), label)`, the stored image; a list of indices: `((images, sizes), labels)`."
+        if isinstance(i, (int, np.integer)) or (torch.is_tensor(i) and i.ndim == 0):
+            h, w = self.sizes[int(i), 2:].tolist()
+            img = self.images[int(i), :, :min(h, w), :max(h, w)]
+            return (img.transpose(-1, -2) if h > w else img), int(self.targets[int(i)])
         i = torch.as_tensor(np.asarray(i), dtype=torch.long)
-        return self.images[i], self.targets[i]
-    def __repr__(self): return f"TensorStore({self.name!r}, split={self.split!r}, n={len(self)}, size={self.size}, path={str(self.path)!r})"
+        return (self.images[i], self.sizes[i]), self.targets[i]
+    @property
+    def nbytes(self) -> int:
+        "Bytes on disk: the images and their sizes."
+        return self.path.stat().st_size + self.sizes_path.stat().st_size
+    def __repr__(self):
+        return (f"TensorStore({self.name!r}, split={self.split!r}, n={len(self)}, shape={tuple(self.images.shape)}, "
+                f"path={str(self.path)!r})")
 
 # %% ../nbs/03e_store.ipynb #550a662f
+def batch_to(x:torch.Tensor|tuple, device:str|torch.device) -> torch.Tensor|tuple:
+    "A batch's images — a tensor, or a store batch `(images, sizes)` — copied to `device` without blocking."
+    if isinstance(x, (tuple, list)): return type(x)(t.to(device, non_blocking=True) for t in x)
+    return x.to(device, non_blocking=True)
+
 class DeviceLoader:
     "Batches `(x, y, ...)` of `loader` copied to `device` (non-blocking) with `augment` applied to `x` there."
     def __init__(self, loader, augment:Callable|None=None, device:str|torch.device="cpu"):
@@ -116,7 +205,7 @@ class DeviceLoader:
     def generator(self): return getattr(self.loader, "generator", None)
     def __iter__(self):
         for x, y, *rest in self.loader:
-            x = x.to(self.device, non_blocking=True)
+            x = batch_to(x, self.device)
             with torch.no_grad(): x = self.augment(x) if self.augment is not None else x
             yield (x, y.to(self.device, non_blocking=True), *rest)
 

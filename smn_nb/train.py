@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_train.ipynb #e53d843e
 from __future__ import annotations
-import importlib.util, math, os, sys, tempfile, time, warnings
+import importlib.util, math, os, sys, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -47,7 +47,7 @@ def paper_warmup(epochs:int) -> int:
     return min(epochs - 1, round(epochs * 40 / 150))
 
 # %% ../nbs/04_train.ipynb #dd18fa13
-MODES = ("M", "topk", "FFT")   # how `prepare_model` adapts a backbone; the experiments' methods are `protocol.METHODS`
+MODES = ("M", "topk", "FFT")   # how `prepare_model` adapts a backbone; the experiments' methods are `methods.METHODS`
 
 class Classifier(nn.Module):
     "A backbone producing `(B, F)` embeddings followed by a head producing logits."

@@ -1,7 +1,6 @@
 "Self-supervised (SwAV) checkpoints: everything `fit` saves loads with weights_only=True, and a damaged one falls back a step."
 import warnings
 
-import pytest
 import torch
 from torch import nn
 

@@ -1,5 +1,5 @@
 "The README's library quick start must run as written."
-import os, re
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

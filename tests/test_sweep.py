@@ -2,7 +2,6 @@
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 
-import pytest
 from smn_nb.paper import paper_numbers, table_ids
 
 SWEEP = [sys.executable, "-c", "from smn_nb.sweep import sweep_cli; sweep_cli()"]

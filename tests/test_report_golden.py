@@ -1,0 +1,43 @@
+"""Golden test: a fixed set of stored records renders to exactly the stored Markdown and LaTeX tables.
+
+The records in tests/golden/runs/ are real: five digits runs of the mini profile (kNN, LP, M, FFT, SMN; seed 0), made
+with `run_experiment` and kept as their result.json alone. A change to how records are read, matched to cells or
+rendered that moves a published number fails here. When a change is meant to alter the tables, regenerate them and
+review the diff:
+
+    python tests/test_report_golden.py --update
+"""
+import sys
+from pathlib import Path
+
+from smn_nb.records import load_results
+from smn_nb.report import report_tables, write_tables
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def render(out:Path) -> list[Path]:
+    "Every table of the mini profile from the stored records, as `write_tables` writes them under `out`."
+    write_tables(report_tables(load_results(GOLDEN / "runs"), "mini"), out)
+    return sorted((out / "tables").iterdir())
+
+
+def test_stored_records_render_to_the_stored_tables(tmp_path):
+    got = render(tmp_path)
+    want = sorted((GOLDEN / "tables").iterdir())
+    assert [p.name for p in got] == [p.name for p in want]
+    for g, w in zip(got, want):
+        assert g.read_text() == w.read_text(), f"{w.name} changed: regenerate with --update if that is intended"
+
+
+def test_the_stored_records_fill_cells():
+    "The golden tables are not all 'missing': the five runs' numbers appear in Table 1 as recorded."
+    table1 = (GOLDEN / "tables" / "published__table1.md").read_text()
+    for rec in load_results(GOLDEN / "runs").itertuples():
+        if rec.method in ("knn", "lp", "M", "FFT"):
+            assert f"{rec.test_acc:.3f}" in table1, (rec.method, rec.test_acc)
+
+
+if __name__ == "__main__" and "--update" in sys.argv:
+    for p in render(GOLDEN):
+        print("wrote", p.relative_to(GOLDEN.parent.parent))
