@@ -31,6 +31,9 @@ import timm
 
 from smn_nb.masking import (mask_model, score_parameters, merge, encode_mask, binary_entropy, masked_tensors, save_masks,
                             load_masks, file_breakdown, ctx_encode, ctx_decode, base_weights)
+from smn_nb.records import read_record
+from smn_nb.runners import run_loaders
+from smn_nb.spec import validate_params
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -220,7 +223,7 @@ def demo_mask_folder(path, epochs=None):
 def load_demo(folder):
     "(backbone with the file's masks and buffers, head state, record) for a run folder."
     from smn_nb import backbones as B
-    rec = json.loads((folder / "result.json").read_text())
+    rec = read_record(folder)
     bb = B.get_backbone(rec["params"]["model"])
     info = load_masks(bb, folder / "mask.smn", backbone=rec["params"]["model"])
     return bb, info["extra"]["head"], rec
@@ -244,10 +247,10 @@ def codec_table(model):
 
 def bn_half_accuracy(folder, bb, head):
     "Test accuracy of the demo model rebuilt with its BatchNorm statistics in float32 and in float16."
-    from smn_nb import experiment as E, backbones as B
+    from smn_nb import backbones as B
     from smn_nb.train import Classifier, accuracy
-    rec = json.loads((folder / "result.json").read_text())
-    L = E.run_loaders(E.validate_params(**rec["params"]), rec["hparams"], bb.spec, "cpu")
+    rec = read_record(folder)
+    L = run_loaders(validate_params(**rec["params"]), rec["hparams"], bb.spec, "cpu")
     def acc(model):
         h = torch.nn.Linear(model.spec.embed_dim, len(head["bias"])); h.load_state_dict(head)
         return accuracy(Classifier(model, h), L["test"])

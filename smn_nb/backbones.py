@@ -20,8 +20,8 @@ import smn_nb
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'FMNIST_MEAN', 'FMNIST_STD', 'CLIP_TINY_CONFIG',
            'FMNIST_CONFIG', 'BACKBONES', 'PROBE_TIMEOUT', 'CLIP_TEMPLATES', 'BackboneSpec', 'fmnist_resnet',
            'read_checkpoint', 'clean_state_dict', 'load_weights', 'Backbone', 'shipped_file', 'reachable',
-           'get_backbone', 'file_sha256', 'weights_identity', 'ZeroShotHead', 'clip_tokenizer', 'clip_text_embeddings',
-           'clip_zero_shot_head']
+           'local_weights', 'get_backbone', 'file_sha256', 'weights_identity', 'ZeroShotHead', 'clip_tokenizer',
+           'clip_text_embeddings', 'clip_zero_shot_head']
 
 # %% ../nbs/02_backbones.ipynb #e9a9aff7
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -191,7 +191,7 @@ def reachable(url:str,                     # any URL: only its host and port are
 def _offline() -> bool:
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("SMN_NB_OFFLINE", "HF_HUB_OFFLINE"))
 
-def _local_file(spec:BackboneSpec) -> Path|None:
+def local_weights(spec:BackboneSpec) -> Path|None:
     "The first existing weight file for `spec` under $SMN_NB_WEIGHTS or among the files shipped with smn_nb."
     if not spec.file: return None
     env = Path(os.environ["SMN_NB_WEIGHTS"]).expanduser() / spec.file if os.environ.get("SMN_NB_WEIGHTS") else None
@@ -258,7 +258,7 @@ def get_backbone(name:str,              # a key of `BACKBONES`
     if weights is None and pretrained:
         if not (spec.file or spec.hub or spec.url):
             raise ValueError(f"{name!r} has no published weights ({spec.note}); use pretrained=False or pass weights=PATH")
-        weights = _local_file(spec)
+        weights = local_weights(spec)
         if weights is None:
             if spec.arch == "fmnist": raise _missing(spec)
             net, clip = _from_source(spec)
@@ -289,7 +289,7 @@ def weights_identity(name:str,                  # a key of `BACKBONES`
     if weights is None:
         return None
     given = file_sha256(Path(weights).expanduser())
-    default = _local_file(BACKBONES[name])
+    default = local_weights(BACKBONES[name])
     return None if default is not None and file_sha256(default) == given else given
 
 # %% ../nbs/02_backbones.ipynb #ca064f9b

@@ -44,8 +44,8 @@ def fmnist_classifier(path:str|Path|None=None, # checkpoint; None = the lookup o
                      ) -> Classifier:
     "The pretrained `resnet-fmnist` backbone with its Fashion-MNIST head, from a checkpoint this module wrote."
     bb = get_backbone("resnet-fmnist", weights=path)
-    from smn_nb.backbones import _local_file
-    ck = read_checkpoint(path or _local_file(bb.spec))
+    from smn_nb.backbones import local_weights
+    ck = read_checkpoint(path or local_weights(bb.spec))
     if "head" not in ck: raise ValueError(f"{path}: no 'head' entry; expected a file written by pretrain_fashion_mnist")
     head = nn.Linear(bb.spec.embed_dim, ck["head"]["weight"].shape[0])
     load_weights(head, clean_state_dict(ck["head"]), "the Fashion-MNIST head")

@@ -12,12 +12,13 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 import smn_nb
+from .protocol import PROBE
 from .spec import DEFAULTS
 
 # %% auto #0
-__all__ = ['SCHEMA', 'ADAPTATION_FIELDS', 'RECORD_SHAPE', 'source_checkout', 'runs_root', 'read_record', 'finished_record',
-           'RunInProgress', 'run_lock', 'shaped', 'run_warnings', 'nonfinite_fields', 'load_results', 'summary',
-           'plot_history', 'plot_active_fraction']
+__all__ = ['SCHEMA', 'ADAPTATION_FIELDS', 'RECORD_SHAPE', 'source_checkout', 'runs_root', 'upgrade_record', 'read_record',
+           'finished_record', 'RunInProgress', 'run_lock', 'shaped', 'run_warnings', 'nonfinite_fields', 'load_results',
+           'summary', 'plot_history', 'plot_active_fraction']
 
 # %% ../nbs/10b_records.ipynb #fa5ff202
 def source_checkout() -> Path|None:
@@ -30,10 +31,20 @@ def runs_root(runs_dir:str|Path|None=None) -> Path:
     if runs_dir is None: runs_dir = os.environ.get("SMN_NB_RUNS") or (source_checkout() or Path.cwd()) / "runs"
     return Path(runs_dir).expanduser()
 
+# %% ../nbs/10b_records.ipynb #b89d5881
+SCHEMA = 3    # 3: hparams["probe"] (kNN k, T, evaluation batch); 2: one record shape, `status`
+
+def upgrade_record(rec:dict) -> dict:
+    "`rec` as today's code reads it: an older record's hyper-parameters gain the probe settings its run used."
+    hp = rec.get("hparams")
+    if isinstance(hp, dict) and "probe" not in hp:
+        rec = dict(rec, hparams={**hp, "probe": dict(PROBE)})
+    return rec
+
 # %% ../nbs/10b_records.ipynb #5a7ad14e
 def read_record(folder:str|Path) -> dict|None:
     "The record in `folder`, or None if there is none or it cannot be read."
-    try: return json.loads((Path(folder) / "result.json").read_text())
+    try: return upgrade_record(json.loads((Path(folder) / "result.json").read_text()))
     except (OSError, ValueError): return None
 
 def finished_record(folder:str|Path) -> dict|None:
@@ -60,7 +71,6 @@ def run_lock(folder:str|Path):
     finally: lock.release()
 
 # %% ../nbs/10b_records.ipynb #0df6695d
-SCHEMA = 2
 ADAPTATION_FIELDS = ("active_frac", "density", "n_masked", "n_trained", "entropy_bits", "mask_file_bytes", "mask_bits",
                       "adaptation_bits", "adaptation_bits_1bit", "active_per_tensor")
 RECORD_SHAPE = dict(schema=SCHEMA, run_id=None, status=None, params=None, hparams=None,

@@ -56,7 +56,7 @@ def test_mask_file_rebuilds_the_adapted_network(tmp_path):
     info = load_masks(bb, folder / "mask.smn", backbone=rec["params"]["model"])
     head = torch.nn.Linear(bb.spec.embed_dim, len(info["extra"]["head"]["bias"]))
     head.load_state_dict(info["extra"]["head"])
-    L = E.run_loaders(E.validate_params(**rec["params"]), rec["hparams"], bb.spec, "cpu")
+    L = R.run_loaders(S.validate_params(**rec["params"]), rec["hparams"], bb.spec, "cpu")
     assert accuracy(Classifier(bb, head), L["test"]) == pytest.approx(rec["metrics"]["test_acc"], abs=1e-9)
 
 
