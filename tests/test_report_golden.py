@@ -1,6 +1,6 @@
 """Golden test: a fixed set of stored records renders to exactly the stored Markdown and LaTeX tables.
 
-The records in tests/golden/runs/ are real: five digits runs of the mini profile (kNN, LP, M, FFT, SMN; seed 0), made
+The records in tests/golden/records/ are real: five digits runs of the mini profile (kNN, LP, M, FFT, SMN; seed 0), made
 with `run_experiment` and kept as their result.json alone. A change to how records are read, matched to cells or
 rendered that moves a published number fails here. When a change is meant to alter the tables, regenerate them and
 review the diff:
@@ -18,7 +18,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 
 def render(out:Path) -> list[Path]:
     "Every table of the mini profile from the stored records, as `write_tables` writes them under `out`."
-    write_tables(report_tables(load_results(GOLDEN / "runs"), "mini"), out)
+    write_tables(report_tables(load_results(GOLDEN / "records"), "mini"), out)
     return sorted((out / "tables").iterdir())
 
 
@@ -33,7 +33,9 @@ def test_stored_records_render_to_the_stored_tables(tmp_path):
 def test_the_stored_records_fill_cells():
     "The golden tables are not all 'missing': the five runs' numbers appear in Table 1 as recorded."
     table1 = (GOLDEN / "tables" / "published__table1.md").read_text()
-    for rec in load_results(GOLDEN / "runs").itertuples():
+    recs = load_results(GOLDEN / "records")
+    assert sorted(recs.method) == ["FFT", "M", "SMN", "knn", "lp"]     # the fixtures are there (git keeps them)
+    for rec in recs.itertuples():
         if rec.method in ("knn", "lp", "M", "FFT"):
             assert f"{rec.test_acc:.3f}" in table1, (rec.method, rec.test_acc)
 
