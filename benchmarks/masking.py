@@ -36,6 +36,7 @@ from smn_nb.runners import run_loaders
 from smn_nb.spec import validate_params
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
+ARCH = "resnet18"      # the network the step, merge and file benchmarks use (--smoke: a smaller one)
 
 
 class _NaiveMask(nn.Module):
@@ -49,9 +50,9 @@ class _NaiveMask(nn.Module):
 
 
 def build(method, res_classes=10, density=None):
-    "timm resnet18 (random init) set up for `method` in {FFT, M, topk, naive}; returns (model, optimiser)."
+    "timm `ARCH` (random init) set up for `method` in {FFT, M, topk, naive}; returns (model, optimiser)."
     torch.manual_seed(0)
-    model = timm.create_model("resnet18", pretrained=False, num_classes=res_classes)
+    model = timm.create_model(ARCH, pretrained=False, num_classes=res_classes)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if method == "FFT":
         for p in model.parameters(): p.requires_grad_(False)
@@ -168,7 +169,7 @@ def bench_memory(size, batch):
 
 def bench_merged(reps, size=224, batch=32):
     torch.manual_seed(0)
-    base = timm.create_model("resnet18", pretrained=False).to(DEV).eval()
+    base = timm.create_model(ARCH, pretrained=False).to(DEV).eval()
     masked = mask_model(copy.deepcopy(base), "resnet")
     with torch.no_grad():
         for s in score_parameters(masked): s.add_(torch.randn_like(s))
@@ -211,13 +212,32 @@ def bench_storage(n):
     return rows
 
 
-def demo_mask_folder(path, epochs=None):
+def demo_mask_folder(path):
     "A run folder holding the demo's learned M mask (digits, resnet-fmnist, default epochs): `path`, else trained now."
     if path: return Path(path).parent
     from smn_nb.experiment import run_experiment
-    rec = run_experiment(method="M", epochs=epochs, runs_dir=os.path.join(tempfile.gettempdir(), "smn_bench_runs"),
-                         device="cpu")
+    rec = run_experiment(method="M", runs_dir=os.path.join(tempfile.gettempdir(), "smn_bench_runs"), device="cpu")
     return Path(os.path.join(tempfile.gettempdir(), "smn_bench_runs")) / rec["run_id"]
+
+
+def smoke_mask_folder(root):
+    "A run folder shaped like the demo's M run, made in a second (random 1% of weights off, an untrained head): --smoke."
+    from smn_nb import backbones as B
+    from smn_nb.files import write_json
+    from smn_nb.records import shaped
+    from smn_nb.spec import plan, run_id
+    p, hp = plan(method="M", epochs=1)
+    folder = Path(root) / run_id(p, hp)
+    folder.mkdir(parents=True)
+    bb = mask_model(B.get_backbone(p["model"]), "resnet")
+    g = torch.Generator().manual_seed(0)
+    for sm in masked_tensors(bb).values(): sm.set_mask(torch.rand(sm.score.shape, generator=g) >= 0.01)
+    head = nn.Linear(bb.spec.embed_dim, 10).state_dict()
+    save_masks(bb, folder / "mask.smn", meta=dict(backbone=p["model"]), extra=dict(head=head))
+    active = sum(int(sm.mask().sum()) for sm in masked_tensors(bb).values()) / sum(sm.score.numel() for sm in masked_tensors(bb).values())
+    write_json(folder / "result.json", shaped(dict(run_id=folder.name, status="finished", params=p, hparams=hp,
+                                                   metrics=dict(test_acc=0.0), active_frac=active)))
+    return folder
 
 
 def load_demo(folder):
@@ -229,10 +249,10 @@ def load_demo(folder):
     return bb, info["extra"]["head"], rec
 
 
-def codec_table(model):
+def codec_table(model, most:int|None=None):   # most: only the first `most` masked tensors (--smoke)
     "Total mask bytes of `model` per codec (each tensor coded by that codec alone), the format-2 coder, and ours."
     ws, tot, n, H = base_weights(model, masked_tensors(model)), {}, 0, 0.0
-    for name, sm in masked_tensors(model).items():
+    for name, sm in list(masked_tensors(model).items())[:most]:
         m, w = sm.mask().numpy().reshape(-1), ws[name].detach().float().numpy()
         packed = np.packbits(m).tobytes()
         sizes = {"fp32": 4 * m.size, "packed bits": len(packed), "gzip": len(gzip.compress(packed, 9)),
@@ -263,14 +283,14 @@ def bn_half_accuracy(folder, bb, head):
 def bench_file_rn18(p_zero=0.05):
     "Whole file (masks + buffers + header, no head) of resnet18 at `p_zero` i.i.d. zeros, buffers fp32 and fp16."
     torch.manual_seed(0)
-    model = mask_model(timm.create_model("resnet18", pretrained=False), "resnet")
+    model = mask_model(timm.create_model(ARCH, pretrained=False), "resnet")
     rng = np.random.default_rng(0)
     for sm in masked_tensors(model).values(): sm.set_mask(torch.from_numpy(rng.random(sm.score.numel()) >= p_zero).view_as(sm.score))
     with torch.no_grad(): model.train()(torch.randn(8, 3, 64, 64))            # realistic running statistics
     out = {}
     with tempfile.TemporaryDirectory() as d:
         for half in (False, True):
-            save_masks(model, Path(d) / "f.smn", meta=dict(backbone="resnet18"), half_buffers=half)
+            save_masks(model, Path(d) / "f.smn", meta=dict(backbone=ARCH), half_buffers=half)
             out["fp16" if half else "fp32"] = file_breakdown(Path(d) / "f.smn")
     return out
 
@@ -289,6 +309,16 @@ def bench_ctx_speed_rn50(p_zero=0.05, arch="resnet50"):
     return dict(n=n, encode_s=te, decode_s=td)
 
 
+def whole_file_section(results):
+    f = bench_file_rn18(); results["file_rn18_5pct"] = f
+    print("\n## Whole file, resnet18 at 5% i.i.d. zeros, no head — target file/entropy <= 1.07")
+    print(f"{'buffers':>8} {'file B':>9} {'header B':>9} {'masks B':>9} {'buffers B':>10} {'entropy B':>10} {'masks/H':>8} {'file/H':>7}")
+    for k, bd in f.items():
+        hb = bd["entropy_bits"] / 8
+        print(f"{k:>8} {bd['file_bytes']:9,d} {bd['header_bytes']:9,d} {bd['mask_bytes']:9,d} {bd['state_bytes']:10,d} "
+              f"{hb:10,.0f} {bd['mask_bytes'] / hb:8.4f} {bd['file_bytes'] / hb:7.4f}")
+
+
 def storage_section(a, n, results):
     print(f"\n## Mask storage, {n:,} i.i.d./block weights — bits per weight (bpw); target ours/entropy <= 1.01 for i.i.d. masks")
     print(f"{'zeros':>6} {'kind':>6} {'entropy':>8} {'ours':>7} {'codec':>6} {'ours/H':>7} {'x fp32':>7} "
@@ -301,9 +331,9 @@ def storage_section(a, n, results):
     iid = [r["ours_over_H"] for r in rows if r["kind"] == "random"]
     print(f"i.i.d. masks: worst ours/H = {max(iid):.4f} — target <= 1.01: {'met' if max(iid) <= 1.01 else 'MISSED'}")
 
-    folder = demo_mask_folder(a.mask, 1 if a.smoke else None)
+    folder = smoke_mask_folder(tempfile.mkdtemp()) if a.smoke else demo_mask_folder(a.mask)
     bb, head, rec = load_demo(folder)
-    t = codec_table(bb); results["real_mask"] = dict(t, folder=str(folder))
+    t = codec_table(bb, 3 if a.smoke else None); results["real_mask"] = dict(t, folder=str(folder))
     print(f"\n## The demo's learned M mask ({rec['params']['model']} -> {rec['params']['dataset']}, {t['n']:,} weights, "
           f"{100 * (1 - rec['active_frac']):.2f}% off; order-0 entropy {t['entropy_bits']:,.0f} bits) — beside the paper's "
           "supplementary compression tables")
@@ -320,32 +350,20 @@ def storage_section(a, n, results):
     print(f"\n## BatchNorm statistics fp32 vs fp16 (demo model, test set): fp32 {acc['fp32']:.4f}, fp16 {acc['fp16']:.4f} "
           f"(recorded {acc['recorded']:.4f}); {'unchanged' if acc['fp32'] == acc['fp16'] else 'CHANGED'}")
 
-    f = bench_file_rn18(); results["file_rn18_5pct"] = f
-    print("\n## Whole file, resnet18 at 5% i.i.d. zeros, no head — target file/entropy <= 1.07")
-    print(f"{'buffers':>8} {'file B':>9} {'header B':>9} {'masks B':>9} {'buffers B':>10} {'entropy B':>10} {'masks/H':>8} {'file/H':>7}")
-    for k, bd in f.items():
-        hb = bd["entropy_bits"] / 8
-        print(f"{k:>8} {bd['file_bytes']:9,d} {bd['header_bytes']:9,d} {bd['mask_bytes']:9,d} {bd['state_bytes']:10,d} "
-              f"{hb:10,.0f} {bd['mask_bytes'] / hb:8.4f} {bd['file_bytes'] / hb:7.4f}")
+    if a.smoke:
+        print("\n(smoke: the whole-file section is skipped; the run folder above already wrote and read one)")
+    else:
+        whole_file_section(results)
 
-    sp = bench_ctx_speed_rn50(arch="resnet18" if a.smoke else "resnet50")
+    sp = bench_ctx_speed_rn50(arch=ARCH if a.smoke else "resnet50")
     results["ctx_speed_rn50"] = sp
     tot = sp["encode_s"] + sp["decode_s"]
-    arch = "resnet18" if a.smoke else "resnet50"
+    arch = ARCH if a.smoke else "resnet50"
     print(f"\n## ctx codec speed, {arch} convs ({sp['n']:,} weights, 5% i.i.d. zeros): encode {sp['encode_s']:.2f} s + "
           f"decode {sp['decode_s']:.2f} s = {tot:.2f} s — target <= 5 s: {'met' if tot <= 5 else 'MISSED'}")
 
 
-def steps_section(reps, rows, sizes=((32, 64), (224, 32))):
-    target = 1.10 if DEV == "cuda" else 1.25
-    print(f"## Step time, timm resnet18 (random init), mask training (M) vs full fine-tuning (FFT) — target M/FFT <= {target}")
-    print(f"{'input':>12} {'FFT s/step':>11} {'M s/step':>10} {'naive s/step':>13} {'M/FFT':>7} {'naive/FFT':>10}")
-    for size, batch in sizes:
-        t = bench_steps(size, batch, reps if size == 32 else max(2, reps // 2))
-        print(f"{f'{size}px b{batch}':>12} {t['FFT']:11.4f} {t['M']:10.4f} {t['naive']:13.4f} {t['M'] / t['FFT']:7.3f} {t['naive'] / t['FFT']:10.3f}")
-        rows.append(dict(name="M_over_FFT_step", input=f"{size}px b{batch}", FFT_s=t["FFT"], M_s=t["M"], naive_s=t["naive"],
-                         ratio=t["M"] / t["FFT"], target=target))
-
+def memory_section(sizes, rows):
     print("\n## Peak training memory added on top of the model, M vs FFT — target M/FFT <= 1.2")
     what = "torch.cuda.max_memory_allocated" if DEV == "cuda" else "peak resident set sampled every ms, fresh process per method"
     print(f"(measured as {what})")
@@ -357,8 +375,24 @@ def steps_section(reps, rows, sizes=((32, 64), (224, 32))):
         rows.append(dict(name="M_over_FFT_memory", input=f"{size}px b{batch}", FFT_bytes=mem["FFT"], M_bytes=mem["M"],
                          naive_bytes=mem["naive"], ratio=mem["M"] / mem["FFT"], target=1.2))
 
+
+def steps_section(reps, rows, sizes=((32, 64), (224, 32)), smoke=False):
+    target = 1.10 if DEV == "cuda" else 1.25
+    print(f"## Step time, timm {ARCH} (random init), mask training (M) vs full fine-tuning (FFT) — target M/FFT <= {target}")
+    print(f"{'input':>12} {'FFT s/step':>11} {'M s/step':>10} {'naive s/step':>13} {'M/FFT':>7} {'naive/FFT':>10}")
+    for size, batch in sizes:
+        t = bench_steps(size, batch, reps if size == 32 else max(2, reps // 2))
+        print(f"{f'{size}px b{batch}':>12} {t['FFT']:11.4f} {t['M']:10.4f} {t['naive']:13.4f} {t['M'] / t['FFT']:7.3f} {t['naive'] / t['FFT']:10.3f}")
+        rows.append(dict(name="M_over_FFT_step", input=f"{size}px b{batch}", FFT_s=t["FFT"], M_s=t["M"], naive_s=t["naive"],
+                         ratio=t["M"] / t["FFT"], target=target))
+
+    if smoke:
+        print("\n(smoke: the memory section, a fresh process per method, is skipped)")
+    else:
+        memory_section(sizes, rows)
+
     size, batch = sizes[-1]
-    print(f"\n## Merged model inference vs base model (resnet18, {size}px, batch {batch}, eval) — target 1.00 within noise")
+    print(f"\n## Merged model inference vs base model ({ARCH}, {size}px, batch {batch}, eval) — target 1.00 within noise")
     t = bench_merged(reps, *sizes[-1])
     print(f"base {t['base']:.4f} s, merged {t['merged']:.4f} s, merged/base {t['merged'] / t['base']:.3f}")
     rows.append(dict(name="merged_over_base", base_s=t["base"], merged_s=t["merged"], ratio=t["merged"] / t["base"], target=1.0))
@@ -387,16 +421,19 @@ def main():
     name = torch.cuda.get_device_name() if DEV == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {DEV} — {name}; torch {torch.__version__}, timm {timm.__version__}\n")
     if a.smoke:
+        global ARCH
+        ARCH = "test_resnet"      # timm's tiny ResNet for tests (470k weights)
         print("smoke run: toy sizes, once each — it checks the code runs; its met/MISSED verdicts mean nothing\n")
     rows = []
-    if a.only in ("all", "steps"): steps_section(reps, rows, ((32, 8),) if a.smoke else ((32, 64), (224, 32)))
+    if a.only in ("all", "steps"):
+        steps_section(reps, rows, ((32, 8),) if a.smoke else ((32, 64), (224, 32)), a.smoke)
     if a.only in ("all", "topk"): topk_section(a, rows)
     if a.only in ("all", "storage"): storage_only(a, rows)
     if a.json: Path(a.json).write_text(json.dumps(rows, indent=1, default=float))
 
 
 def storage_only(a, rows):
-    n = 20_000 if a.smoke else 2_000_000 if a.quick else 11_166_912     # resnet18's masked conv weights
+    n = 4_000 if a.smoke else 2_000_000 if a.quick else 11_166_912     # resnet18's masked conv weights
     results = dict(n_iid=n)
     storage_section(a, n, results)
     rows += storage_rows(results)
