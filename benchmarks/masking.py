@@ -118,7 +118,7 @@ def bench_topk(size, batch, reps):
 
 def topk_section(a, rows):
     sizes = ((32, 8),) if a.smoke else ((32, 64),) if a.quick else ((32, 64), (224, 32))
-    print(f"\n## Step time, resnet18, top-k masks vs threshold masks (the paper's) — target top-k/threshold <= {TOPK_TARGET}")
+    print(f"\n## Step time, {ARCH}, top-k masks vs threshold masks (the paper's) — target top-k/threshold <= {TOPK_TARGET}")
     print(f"{'input':>12} {'density':>8} {'threshold s':>12} {'top-k s':>9} {'top-k/thr':>10}")
     for size, batch in sizes:
         t = bench_topk(size, batch, (5 if a.quick else 9) if size == 32 else 3)
