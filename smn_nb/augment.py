@@ -27,45 +27,63 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def _finish(mean, std):
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
-def train_transform(size:int,                        # output side (the backbone's input size)
-                    mean:Sequence[float]=IMAGENET_MEAN, std:Sequence[float]=IMAGENET_STD,
-                    scale:tuple=(0.08, 1.0),         # area fraction of the random crop
-                    flip:bool=True,                  # mirror half the images (the paper's); False where mirroring changes the class
-                   ) -> v2.Compose:
+
+def train_transform(
+    size: int,  # output side (the backbone's input size)
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    scale: tuple = (0.08, 1.0),  # area fraction of the random crop
+    flip: bool = True,  # mirror half the images (the paper's); False where mirroring changes the class
+) -> v2.Compose:
     "Random resized crop + horizontal flip + normalise, on a uint8 `(C,H,W)` tensor."
     flips = [v2.RandomHorizontalFlip()] if flip else []
     return v2.Compose([v2.RandomResizedCrop(size, scale=scale, antialias=True), *flips, *_finish(mean, std)])
 
-def eval_transform(size:int, mean:Sequence[float]=IMAGENET_MEAN, std:Sequence[float]=IMAGENET_STD,
-                   crop_pct:float=0.875,             # centre crop = this fraction of the resized image
-                  ) -> v2.Compose:
+
+def eval_transform(
+    size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    crop_pct: float = 0.875,  # centre crop = this fraction of the resized image
+) -> v2.Compose:
     "Resize the shorter side to `size / crop_pct`, centre-crop `size`, normalise."
-    return v2.Compose([v2.Resize(int(round(size / crop_pct)), antialias=True), v2.CenterCrop(size), *_finish(mean, std)])
+    return v2.Compose(
+        [v2.Resize(int(round(size / crop_pct)), antialias=True), v2.CenterCrop(size), *_finish(mean, std)]
+    )
 
 # %% ../nbs/03d_augment.ipynb #98ae9654
-def crop_resize(x:torch.Tensor,          # images (B,C,H,W), any dtype
-                boxes:torch.Tensor,      # (B,4) boxes (x0, y0, w, h) in pixels
-                size:int|tuple,          # output (h, w) or side
-                flip:torch.Tensor|None=None,  # (B,) bool: mirror horizontally
-                padding:str="border",    # what lies outside the image: "border" (edge pixels) or "zeros"
-               ) -> torch.Tensor:
+def crop_resize(
+    x: torch.Tensor,  # images (B,C,H,W), any dtype
+    boxes: torch.Tensor,  # (B,4) boxes (x0, y0, w, h) in pixels
+    size: int | tuple,  # output (h, w) or side
+    flip: torch.Tensor | None = None,  # (B,) bool: mirror horizontally
+    padding: str = "border",  # what lies outside the image: "border" (edge pixels) or "zeros"
+) -> torch.Tensor:
     "Bilinearly resample box `b` of image `b` to `size`, optionally mirrored; float (B,C,*size)."
     b, c, h, w = x.shape
     oh, ow = (size, size) if isinstance(size, int) else size
     boxes = boxes.to(x.device, torch.float32)
     x0, y0, bw, bh = boxes.unbind(1)
     sx = bw / w
-    if flip is not None: sx = torch.where(flip.to(x.device), -sx, sx)
+    if flip is not None:
+        sx = torch.where(flip.to(x.device), -sx, sx)
     theta = torch.zeros(b, 2, 3, device=x.device)
     theta[:, 0, 0], theta[:, 0, 2] = sx, (2 * x0 + bw) / w - 1
     theta[:, 1, 1], theta[:, 1, 2] = bh / h, (2 * y0 + bh) / h - 1
-    grid = F.affine_grid(theta, (b, c, oh, ow), align_corners=False)    # (B,oh,ow,2) input coordinates
+    grid = F.affine_grid(theta, (b, c, oh, ow), align_corners=False)  # (B,oh,ow,2) input coordinates
     xf = x if x.is_floating_point() else x.float()
     return F.grid_sample(xf, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 # %% ../nbs/03d_augment.ipynb #d87289d6
-def random_boxes(n:int, h:int, w:int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), tries:int=10,
-                 generator:torch.Generator|None=None) -> torch.Tensor:
+def random_boxes(
+    n: int,
+    h: int,
+    w: int,
+    scale=(0.08, 1.0),
+    ratio=(3 / 4, 4 / 3),
+    tries: int = 10,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     "`n` random-resized-crop boxes (x0, y0, w, h) for an `h`x`w` image, as torchvision samples them."
     area = h * w * torch.empty(n, tries).uniform_(*scale, generator=generator)
     logr = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
@@ -73,19 +91,24 @@ def random_boxes(n:int, h:int, w:int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), t
     ok = (bw <= w) & (bh <= h)
     first = torch.where(ok.any(1), ok.float().argmax(1), torch.zeros(n, dtype=torch.long))
     bw, bh = bw.gather(1, first[:, None])[:, 0], bh.gather(1, first[:, None])[:, 0]
-    bw, bh = torch.where(ok.any(1), bw, bw.clamp(max=w)), torch.where(ok.any(1), bh, bh.clamp(max=h))  # no try fit: clamp
+    bw, bh = (
+        torch.where(ok.any(1), bw, bw.clamp(max=w)),
+        torch.where(ok.any(1), bh, bh.clamp(max=h)),
+    )  # no try fit: clamp
     u = torch.rand(n, 2, generator=generator)
     return torch.stack([u[:, 0] * (w - bw), u[:, 1] * (h - bh), bw, bh], 1)
 
 # %% ../nbs/03d_augment.ipynb #abc981a5
-def random_shifts(n:int, h:int, w:int, shift:int, generator:torch.Generator|None=None) -> torch.Tensor:
+def random_shifts(n: int, h: int, w: int, shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
     "`n` boxes (x0, y0, w, h) of a whole `h`x`w` image moved by whole pixels in [-shift, shift]: translations."
     d = torch.randint(-shift, shift + 1, (n, 2), generator=generator).float()
     return torch.cat([d, torch.tensor([[float(w), float(h)]]).expand(n, 2)], 1)
 
 # %% ../nbs/03d_augment.ipynb #46f6b30f
-def resized_sizes(sizes:torch.Tensor,   # (B,2) heights and widths
-                  side:int) -> torch.Tensor:
+def resized_sizes(
+    sizes: torch.Tensor,  # (B,2) heights and widths
+    side: int,
+) -> torch.Tensor:
     "(B,2) output sizes of torchvision's `Resize(side)`: the shorter side to `side`, the longer scaled and truncated."
     h, w = sizes[:, 0].double(), sizes[:, 1].double()
     land = h <= w
@@ -94,21 +117,27 @@ def resized_sizes(sizes:torch.Tensor,   # (B,2) heights and widths
     return torch.stack([rh, rw], 1).long()
 
 # %% ../nbs/03d_augment.ipynb #e85d1878
-def rrc_boxes(sizes:torch.Tensor,                  # (B,2) each image's height and width in pixels
-              scale:tuple=(0.08, 1.0), ratio:tuple=(3 / 4, 4 / 3), tries:int=10,
-              generator:torch.Generator|None=None,  # on `sizes`' device
-             ) -> torch.Tensor:
+def rrc_boxes(
+    sizes: torch.Tensor,  # (B,2) each image's height and width in pixels
+    scale: tuple = (0.08, 1.0),
+    ratio: tuple = (3 / 4, 4 / 3),
+    tries: int = 10,
+    generator: torch.Generator | None = None,  # on `sizes`' device
+) -> torch.Tensor:
     "One box (x0, y0, w, h) per image by `RandomResizedCrop.get_params`' rule: whole pixels, `tries` draws, fallback."
     dev, n = sizes.device, len(sizes)
     H, W = sizes[:, :1].double(), sizes[:, 1:2].double()
-    def u(*shape): return torch.rand(*shape, generator=generator, device=dev, dtype=torch.float64)
+
+    def u(*shape):
+        return torch.rand(*shape, generator=generator, device=dev, dtype=torch.float64)
+
     area = H * W * (scale[0] + (scale[1] - scale[0]) * u(n, tries))
     logr = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u(n, tries)
     bw, bh = (area * logr.exp()).sqrt().round(), (area / logr.exp()).sqrt().round()
     ok = (bw > 0) & (bw <= W) & (bh > 0) & (bh <= H)
-    first = ok.double().argmax(1, keepdim=True)                               # the first try that fits
+    first = ok.double().argmax(1, keepdim=True)  # the first try that fits
     bw, bh, H, W, fits = bw.gather(1, first)[:, 0], bh.gather(1, first)[:, 0], H[:, 0], W[:, 0], ok.any(1)
-    r = W / H                                                                 # fallback: the centre, ratio clamped
+    r = W / H  # fallback: the centre, ratio clamped
     bw = torch.where(fits, bw, torch.where(r > max(ratio), (H * max(ratio)).round(), W))
     bh = torch.where(fits, bh, torch.where(r < min(ratio), (W / min(ratio)).round(), H))
     pos = u(n, 2)
@@ -117,66 +146,93 @@ def rrc_boxes(sizes:torch.Tensor,                  # (B,2) each image's height a
     return torch.stack([x0, y0, bw, bh], 1).float()
 
 # %% ../nbs/03d_augment.ipynb #75c67f21
-def roi_crop(x:torch.Tensor,                       # images (B,C,H,W), any dtype
-             boxes:torch.Tensor,                   # (B,4) one box (x0, y0, w, h) per image, in pixels
-             size:int,                             # output side
-             flip:torch.Tensor|None=None,          # (B,) bool: mirror the crop horizontally
-             transpose:torch.Tensor|None=None,     # (B,) bool: transpose the crop (before mirroring)
-            ) -> torch.Tensor:
+def roi_crop(
+    x: torch.Tensor,  # images (B,C,H,W), any dtype
+    boxes: torch.Tensor,  # (B,4) one box (x0, y0, w, h) per image, in pixels
+    size: int,  # output side
+    flip: torch.Tensor | None = None,  # (B,) bool: mirror the crop horizontally
+    transpose: torch.Tensor | None = None,  # (B,) bool: transpose the crop (before mirroring)
+) -> torch.Tensor:
     "Each box cut and resized to `size`² by one `roi_align` (bilinear, ⌈box/size⌉² samples a pixel); float (B,C,s,s)."
     from torchvision.ops import roi_align
+
     b = boxes.to(x.device, torch.float64)
     idx = torch.arange(len(b), device=x.device, dtype=torch.float64)[:, None]
     rois = torch.cat([idx, b[:, :2], b[:, :2] + b[:, 2:]], 1).float()
     out = roi_align(x if x.is_floating_point() else x.float(), rois, size, aligned=True)
-    if transpose is not None:                             # contiguous: `where` may keep the transposed strides
+    if transpose is not None:  # contiguous: `where` may keep the transposed strides
         out = torch.where(transpose.to(x.device).view(-1, 1, 1, 1), out.transpose(-1, -2), out).contiguous()
-    if flip is not None: out = torch.where(flip.to(x.device).view(-1, 1, 1, 1), out.flip(-1), out)
+    if flip is not None:
+        out = torch.where(flip.to(x.device).view(-1, 1, 1, 1), out.flip(-1), out)
     return out
 
 # %% ../nbs/03d_augment.ipynb #b47f0547
-def centre_boxes(sizes:torch.Tensor,   # (B,2) original heights and widths
-                 size:int, crop_pct:float=0.875) -> torch.Tensor:
+def centre_boxes(
+    sizes: torch.Tensor,  # (B,2) original heights and widths
+    size: int,
+    crop_pct: float = 0.875,
+) -> torch.Tensor:
     "(B,4) boxes (x0, y0, w, h) in original pixels: `eval_transform`'s `Resize(size/crop_pct)` + `CenterCrop(size)`."
     r = resized_sizes(sizes, int(round(size / crop_pct))).double()
     top, left = ((r[:, 0] - size) / 2).round(), ((r[:, 1] - size) / 2).round()
     fy, fx = sizes[:, 0].double() / r[:, 0], sizes[:, 1].double() / r[:, 1]
     return torch.stack([left * fx, top * fy, size * fx, size * fy], 1)
 
-def crop_stored(x:torch.Tensor,        # a store batch's images (B,3,S,L), each at the top left, portraits transposed
-                sizes:torch.Tensor,    # (B,4) each image's original (H, W) and stored (h, w)
-                boxes:torch.Tensor,    # (B,4) boxes (x0, y0, w, h) in original pixels
-                size:int, flip:torch.Tensor|None=None) -> torch.Tensor:
+
+def crop_stored(
+    x: torch.Tensor,  # a store batch's images (B,3,S,L), each at the top left, portraits transposed
+    sizes: torch.Tensor,  # (B,4) each image's original (H, W) and stored (h, w)
+    boxes: torch.Tensor,  # (B,4) boxes (x0, y0, w, h) in original pixels
+    size: int,
+    flip: torch.Tensor | None = None,
+) -> torch.Tensor:
     "Boxes in each image's original pixels, cut from a store batch and resized to `size`² (`roi_crop`)."
     s = sizes.to(x.device, torch.float64)
-    f = torch.stack([s[:, 3] / s[:, 1], s[:, 2] / s[:, 0]] * 2, 1)            # original -> stored pixels
+    f = torch.stack([s[:, 3] / s[:, 1], s[:, 2] / s[:, 0]] * 2, 1)  # original -> stored pixels
     b = boxes.to(x.device, torch.float64) * f
-    t = s[:, 2] > s[:, 3]                                                      # portraits are stored transposed
+    t = s[:, 2] > s[:, 3]  # portraits are stored transposed
     return roi_crop(x, torch.where(t[:, None], b[:, [1, 0, 3, 2]], b), size, flip, t)
 
 # %% ../nbs/03d_augment.ipynb #2507a00c
 class BatchAugment(nn.Module):
     "Random resized crop (or shift) + flip (train) or resize + centre crop (eval) of a uint8 batch on its device, then normalise."
-    def __init__(self, size:int, mean:Sequence[float]=IMAGENET_MEAN, std:Sequence[float]=IMAGENET_STD,
-                 scale:tuple=(0.08, 1.0),      # area fraction of the random crop
-                 ratio:tuple=(3 / 4, 4 / 3),   # its aspect ratio
-                 flip:bool|float=0.5,          # probability of a mirror; True = 0.5 (the paper's), False = never
-                 train:bool=True,              # False: resize + centre crop, as `eval_transform`
-                 crop_pct:float=0.875,         # eval: the centre crop's share of the resized image
-                 shift:int|None=None):         # train: translate by up to `shift` pixels (zero padding) instead of cropping
+
+    def __init__(
+        self,
+        size: int,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        scale: tuple = (0.08, 1.0),  # area fraction of the random crop
+        ratio: tuple = (3 / 4, 4 / 3),  # its aspect ratio
+        flip: bool | float = 0.5,  # probability of a mirror; True = 0.5 (the paper's), False = never
+        train: bool = True,  # False: resize + centre crop, as `eval_transform`
+        crop_pct: float = 0.875,  # eval: the centre crop's share of the resized image
+        shift: int | None = None,
+    ):  # train: translate by up to `shift` pixels (zero padding) instead of cropping
         super().__init__()
-        self.size, self.scale, self.ratio, self.random, self.crop_pct, self.shift = size, scale, ratio, train, crop_pct, shift
+        self.size, self.scale, self.ratio, self.random, self.crop_pct, self.shift = (
+            size,
+            scale,
+            ratio,
+            train,
+            crop_pct,
+            shift,
+        )
         self.flip = 0.5 if flip is True else 0.0 if flip is False else float(flip)
-        if not 0 <= self.flip <= 1: raise ValueError(f"flip={flip!r}: a probability in [0, 1], or True (0.5) or False (never)")
+        if not 0 <= self.flip <= 1:
+            raise ValueError(f"flip={flip!r}: a probability in [0, 1], or True (0.5) or False (never)")
         self.register_buffer("mean", 255 * torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", 255 * torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
-    def forward(self, x:torch.Tensor|tuple, generator:torch.Generator|None=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | tuple, generator: torch.Generator | None = None) -> torch.Tensor:
         "`x`: uint8 images (B,C,H,W) that each fill the tensor, or a store batch `(images, sizes)`."
-        if isinstance(x, (tuple, list)): out = self._stored(*x, generator)
+        if isinstance(x, (tuple, list)):
+            out = self._stored(*x, generator)
         else:
-            if x.ndim == 3: x = x[None]
-            if x.shape[1] == 1 and self.mean.shape[1] == 3: x = as_rgb(x)
+            if x.ndim == 3:
+                x = x[None]
+            if x.shape[1] == 1 and self.mean.shape[1] == 3:
+                x = as_rgb(x)
             out = self._random(x, generator) if self.random else self._centre(x)
         return (out - self.mean.to(out.device)) / self.std.to(out.device)
 
@@ -192,8 +248,10 @@ class BatchAugment(nn.Module):
 
     def _random(self, x, generator):
         b, _, h, w = x.shape
-        if self.shift is None: boxes, pad = random_boxes(b, h, w, self.scale, self.ratio, generator=generator), "border"
-        else: boxes, pad = random_shifts(b, h, w, self.shift, generator), "zeros"
+        if self.shift is None:
+            boxes, pad = random_boxes(b, h, w, self.scale, self.ratio, generator=generator), "border"
+        else:
+            boxes, pad = random_shifts(b, h, w, self.shift, generator), "zeros"
         return crop_resize(x, boxes, self.size, torch.rand(b, generator=generator) < self.flip, pad)
 
     def _centre(self, x):
@@ -202,95 +260,147 @@ class BatchAugment(nn.Module):
         nh, nw = (s, max(s, int(s * w / h))) if h <= w else (max(s, int(s * h / w)), s)
         out = F.interpolate(x.float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
         t, l = int(round((nh - self.size) / 2)), int(round((nw - self.size) / 2))
-        return out[:, :, t:t + self.size, l:l + self.size]
+        return out[:, :, t : t + self.size, l : l + self.size]
 
 # %% ../nbs/03d_augment.ipynb #02852a75
-def _blur_kernel(size:int) -> int: return max(3, int(0.1 * size) // 2 * 2 + 1)
+def _blur_kernel(size: int) -> int:
+    return max(3, int(0.1 * size) // 2 * 2 + 1)
+
 
 def _swav_view(size, scale, mean, std):
-    return v2.Compose([
-        v2.RandomResizedCrop(size, scale=scale, antialias=True), v2.RandomHorizontalFlip(),
-        v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8), v2.RandomGrayscale(p=0.2),
-        v2.RandomApply([v2.GaussianBlur(_blur_kernel(size), sigma=(0.1, 2.0))], p=0.5), *_finish(mean, std)])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=scale, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+            v2.RandomApply([v2.GaussianBlur(_blur_kernel(size), sigma=(0.1, 2.0))], p=0.5),
+            *_finish(mean, std),
+        ]
+    )
+
 
 class MultiCrop:
     "Apply each of `views` to one image; returns the list of crops."
-    def __init__(self, views:list): self.views = views
-    def __call__(self, img): return [v(img) for v in self.views]
-    def __repr__(self): return f"MultiCrop({len(self.views)} views)"
 
-def multicrop_transform(size:int=224, small_size:int=96,
-                        mean:Sequence[float]=IMAGENET_MEAN, std:Sequence[float]=IMAGENET_STD,
-                        n_large:int=2, n_small:int=6,
-                        large_scale:tuple=(0.14, 1.0), small_scale:tuple=(0.05, 0.14)) -> MultiCrop:
+    def __init__(self, views: list):
+        self.views = views
+
+    def __call__(self, img):
+        return [v(img) for v in self.views]
+
+    def __repr__(self):
+        return f"MultiCrop({len(self.views)} views)"
+
+
+def multicrop_transform(
+    size: int = 224,
+    small_size: int = 96,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    n_large: int = 2,
+    n_small: int = 6,
+    large_scale: tuple = (0.14, 1.0),
+    small_scale: tuple = (0.05, 0.14),
+) -> MultiCrop:
     "SwAV's multi-crop: `n_large` crops at `size` then `n_small` at `small_size`, with colour distortion and blur."
-    return MultiCrop([_swav_view(size, large_scale, mean, std)] * n_large + [_swav_view(small_size, small_scale, mean, std)] * n_small)
+    return MultiCrop(
+        [_swav_view(size, large_scale, mean, std)] * n_large
+        + [_swav_view(small_size, small_scale, mean, std)] * n_small
+    )
 
 # %% ../nbs/03d_augment.ipynb #e4587ffb
 _LUMA = (0.299, 0.587, 0.114)
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
-def _gray(x:torch.Tensor) -> torch.Tensor:           # (B,3,H,W) -> (B,1,H,W)
+
+def _gray(x: torch.Tensor) -> torch.Tensor:  # (B,3,H,W) -> (B,1,H,W)
     return (x * x.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
-def hue_rotate(x:torch.Tensor,       # (B,3,H,W) RGB in [0, 1]
-               shift:torch.Tensor,   # (B,) hue shift in turns, e.g. U(-0.2, 0.2)
-              ) -> torch.Tensor:
+
+def hue_rotate(
+    x: torch.Tensor,  # (B,3,H,W) RGB in [0, 1]
+    shift: torch.Tensor,  # (B,) hue shift in turns, e.g. U(-0.2, 0.2)
+) -> torch.Tensor:
     "Rotate each image's hue by `shift` turns: a rotation of the IQ chroma plane (luma unchanged)."
     a = 2 * math.pi * shift.to(x.device, torch.float32)
     c, s, o, z = a.cos(), a.sin(), torch.ones_like(a), torch.zeros_like(a)
-    R = torch.stack([o, z, z, z, c, -s, z, s, c], 1).view(-1, 3, 3)            # (B,3,3) rotation about Y
+    R = torch.stack([o, z, z, z, c, -s, z, s, c], 1).view(-1, 3, 3)  # (B,3,3) rotation about Y
     T = _YIQ.to(x.device)
-    M = torch.linalg.inv(T) @ R @ T                                           # (B,3,3) RGB -> RGB
+    M = torch.linalg.inv(T) @ R @ T  # (B,3,3) RGB -> RGB
     return torch.einsum("bij,bjhw->bihw", M, x)
 
-def color_distort(x:torch.Tensor,                 # (B,3,H,W) float RGB in [0, 1]
-                  strength:tuple=(0.8, 0.8, 0.8, 0.2), # brightness, contrast, saturation, hue
-                  p_jitter:float=0.8, p_gray:float=0.2,
-                 ) -> torch.Tensor:
+
+def color_distort(
+    x: torch.Tensor,  # (B,3,H,W) float RGB in [0, 1]
+    strength: tuple = (0.8, 0.8, 0.8, 0.2),  # brightness, contrast, saturation, hue
+    p_jitter: float = 0.8,
+    p_gray: float = 0.2,
+) -> torch.Tensor:
     "SwAV's colour distortion with per-image random factors, batched."
     b, dev = x.shape[0], x.device
-    def u(lo, hi): return torch.empty(b, 1, 1, 1, device=dev).uniform_(lo, hi)
+
+    def u(lo, hi):
+        return torch.empty(b, 1, 1, 1, device=dev).uniform_(lo, hi)
+
     br, co, sa, hu = strength
-    y = (x * u(1 - br, 1 + br)).clamp(0, 1)                                   # brightness
+    y = (x * u(1 - br, 1 + br)).clamp(0, 1)  # brightness
     m = _gray(y).mean((2, 3), keepdim=True)
-    y = ((y - m) * u(1 - co, 1 + co) + m).clamp(0, 1)                         # contrast
+    y = ((y - m) * u(1 - co, 1 + co) + m).clamp(0, 1)  # contrast
     g = _gray(y)
-    y = ((y - g) * u(1 - sa, 1 + sa) + g).clamp(0, 1)                         # saturation
-    y = hue_rotate(y, u(-hu, hu).view(b)).clamp(0, 1)                         # hue
+    y = ((y - g) * u(1 - sa, 1 + sa) + g).clamp(0, 1)  # saturation
+    y = hue_rotate(y, u(-hu, hu).view(b)).clamp(0, 1)  # hue
     x = torch.where(torch.rand(b, 1, 1, 1, device=dev) < p_jitter, y, x)
     return torch.where(torch.rand(b, 1, 1, 1, device=dev) < p_gray, _gray(x).expand_as(x), x)
 
-def gaussian_blur(x:torch.Tensor,      # (B,C,H,W) float
-                  sigma:torch.Tensor,  # (B,) per-image sigma in pixels; 0 = no blur
-                  k:int,               # odd kernel size
-                 ) -> torch.Tensor:
+
+def gaussian_blur(
+    x: torch.Tensor,  # (B,C,H,W) float
+    sigma: torch.Tensor,  # (B,) per-image sigma in pixels; 0 = no blur
+    k: int,  # odd kernel size
+) -> torch.Tensor:
     "Separable Gaussian blur with a different sigma per image (reflect padding), as one grouped convolution."
     b, c, h, w = x.shape
     r = torch.arange(k, device=x.device, dtype=torch.float32) - k // 2
     s = sigma.to(x.device, torch.float32).clamp(min=1e-6)[:, None]
     wts = torch.exp(-0.5 * (r[None] / s) ** 2)
-    wts = wts / wts.sum(1, keepdim=True)                                      # (B,k), sigma->0 gives a delta
-    wts = wts.repeat_interleave(c, 0)                                         # (B*C,k): one kernel per channel
+    wts = wts / wts.sum(1, keepdim=True)  # (B,k), sigma->0 gives a delta
+    wts = wts.repeat_interleave(c, 0)  # (B*C,k): one kernel per channel
     y = F.pad(x.reshape(1, b * c, h, w), (k // 2,) * 4, mode="reflect")
-    y = F.conv2d(y, wts.view(b * c, 1, k, 1), groups=b * c)                   # vertical
-    y = F.conv2d(y, wts.view(b * c, 1, 1, k), groups=b * c)                   # horizontal
+    y = F.conv2d(y, wts.view(b * c, 1, k, 1), groups=b * c)  # vertical
+    y = F.conv2d(y, wts.view(b * c, 1, 1, k), groups=b * c)  # horizontal
     return y.view(b, c, h, w)
+
 
 class BatchMultiCrop(nn.Module):
     "SwAV multi-crop of a uint8 batch on its device: `n_large` + `n_small` distorted, normalised crops."
-    def __init__(self, size:int=224, small_size:int=96, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 n_large:int=2, n_small:int=6, large_scale=(0.14, 1.0), small_scale=(0.05, 0.14),
-                 strength=(0.8, 0.8, 0.8, 0.2), p_jitter=0.8, p_gray=0.2, p_blur=0.5, sigma=(0.1, 2.0)):
+
+    def __init__(
+        self,
+        size: int = 224,
+        small_size: int = 96,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        n_large: int = 2,
+        n_small: int = 6,
+        large_scale=(0.14, 1.0),
+        small_scale=(0.05, 0.14),
+        strength=(0.8, 0.8, 0.8, 0.2),
+        p_jitter=0.8,
+        p_gray=0.2,
+        p_blur=0.5,
+        sigma=(0.1, 2.0),
+    ):
         super().__init__()
         self.views = [(size, large_scale)] * n_large + [(small_size, small_scale)] * n_small
         self.strength, self.p_jitter, self.p_gray, self.p_blur, self.sigma = strength, p_jitter, p_gray, p_blur, sigma
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
-    def view(self, x:torch.Tensor, size:int, scale, sizes:torch.Tensor|None=None) -> torch.Tensor:
+    def view(self, x: torch.Tensor, size: int, scale, sizes: torch.Tensor | None = None) -> torch.Tensor:
         b, _, h, w = x.shape
-        if sizes is None: y = crop_resize(x, random_boxes(b, h, w, scale).to(x.device), size, torch.rand(b) < 0.5) / 255
+        if sizes is None:
+            y = crop_resize(x, random_boxes(b, h, w, scale).to(x.device), size, torch.rand(b) < 0.5) / 255
         else:
             flip = torch.rand(b, device=x.device) < 0.5
             y = crop_stored(x, sizes, rrc_boxes(sizes[:, :2], scale), size, flip) / 255
@@ -299,10 +409,11 @@ class BatchMultiCrop(nn.Module):
         y = gaussian_blur(y, sig, _blur_kernel(size))
         return (y - self.mean.to(y.device)) / self.std.to(y.device)
 
-    def forward(self, x:torch.Tensor|tuple) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor | tuple) -> list[torch.Tensor]:
         "uint8 images (B,C,H,W), or a store batch `(images, sizes)` -> the list of crops (B,3,s,s)."
-        if isinstance(x, (tuple, list)):                                 # a store batch: one float copy for all views
+        if isinstance(x, (tuple, list)):  # a store batch: one float copy for all views
             xf, sizes = x[0].float(), x[1].to(x[0].device)
             return [self.view(xf, s, sc, sizes) for s, sc in self.views]
-        if x.shape[1] == 1: x = as_rgb(x)
+        if x.shape[1] == 1:
+            x = as_rgb(x)
         return [self.view(x, s, sc) for s, sc in self.views]

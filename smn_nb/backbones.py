@@ -29,21 +29,23 @@ CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.261302
 # Fashion-MNIST's own pixel statistics (grey replicated to 3 channels), checked against the data below
 FMNIST_MEAN, FMNIST_STD = (0.2860,) * 3, (0.3530,) * 3
 
+
 @dataclass(frozen=True)
 class BackboneSpec:
     "One registry entry: architecture, pinned weight source, masking preset, embedding width, input size, normalisation."
+
     name: str
-    arch: str                 # "timm", "open_clip" or "fmnist" (the project's own small ResNet)
-    model: str|tuple          # timm model name / open_clip config name / explicit config (as sorted items)
-    preset: str               # masking preset name in `smn_nb.masking.PRESETS`
-    embed_dim: int            # width of `Backbone.forward`'s output
-    input_size: int           # side of the square input image
+    arch: str  # "timm", "open_clip" or "fmnist" (the project's own small ResNet)
+    model: str | tuple  # timm model name / open_clip config name / explicit config (as sorted items)
+    preset: str  # masking preset name in `smn_nb.masking.PRESETS`
+    embed_dim: int  # width of `Backbone.forward`'s output
+    input_size: int  # side of the square input image
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
-    hub: str|None = None      # timm pretrained tag or open_clip pretrained tag (fetched by those libraries)
-    url: str|None = None      # where the weight file is published (downloaded by hand when offline)
-    file: str|None = None     # the file name looked for in $SMN_NB_WEIGHTS (and data/)
-    drop: tuple = ()          # checkpoint key prefixes the backbone has no place for (heads)
+    hub: str | None = None  # timm pretrained tag or open_clip pretrained tag (fetched by those libraries)
+    url: str | None = None  # where the weight file is published (downloaded by hand when offline)
+    file: str | None = None  # the file name looked for in $SMN_NB_WEIGHTS (and data/)
+    drop: tuple = ()  # checkpoint key prefixes the backbone has no place for (heads)
     quick_gelu: bool = False  # open_clip: OpenAI's QuickGELU activation
     note: str = ""
 
@@ -53,238 +55,391 @@ class BackboneSpec:
         return {k: (dict(v) if isinstance(v, tuple) and v and isinstance(v[0], tuple) else v) for k, v in self.model}
 
 # %% ../nbs/02_backbones.ipynb #32b83b50
-def _items(d:dict) -> tuple:
+def _items(d: dict) -> tuple:
     "A nested dict as nested sorted item tuples (hashable, for the frozen spec)."
     return tuple(sorted((k, _items(v) if isinstance(v, dict) else v) for k, v in d.items()))
 
-CLIP_TINY_CONFIG = dict(embed_dim=32,
-                        vision_cfg=dict(image_size=32, patch_size=8, width=64, layers=2, head_width=32),
-                        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2))
+
+CLIP_TINY_CONFIG = dict(
+    embed_dim=32,
+    vision_cfg=dict(image_size=32, patch_size=8, width=64, layers=2, head_width=32),
+    text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2),
+)
 FMNIST_CONFIG = dict(channels=(32, 64, 128, 256), layers=(1, 1, 1, 1))
 
 _HF = "https://huggingface.co/timm/{}/resolve/main/{}"
-BACKBONES: dict[str, BackboneSpec] = {s.name: s for s in [
-    BackboneSpec("rn18-timm", "timm", "resnet18", "resnet", 512, 224, hub="resnet18.tv_in1k",
-                 url=_HF.format("resnet18.tv_in1k", "model.safetensors"), file="resnet18.tv_in1k.safetensors",
-                 drop=("fc.",), note="torchvision's original ImageNet weights (timm's resnet18 default before 0.9)"),
-    BackboneSpec("rn50-swav", "timm", "resnet50", "resnet", 2048, 224,
-                 url="https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar",
-                 file="swav_800ep_pretrain.pth.tar", drop=("fc.", "projection_head.", "prototypes."),
-                 note="SwAV, 800 epochs, ImageNet without labels (official release)"),
-    BackboneSpec("vitb32-clip", "open_clip", "ViT-B-32", "clip-vit", 512, 224, CLIP_MEAN, CLIP_STD, hub="openai",
-                 url=_HF.format("vit_base_patch32_clip_224.openai", "open_clip_pytorch_model.bin"),
-                 file="vitb32-clip-openai.bin", quick_gelu=True, note="OpenAI CLIP ViT-B/32 (open_clip 'openai')"),
-    BackboneSpec("rn50-dino", "timm", "resnet50", "resnet", 2048, 224,
-                 url="https://dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
-                 file="dino_resnet50_pretrain.pth", drop=("fc.",), note="DINO ResNet-50 (official release)"),
-    BackboneSpec("rn50-timm", "timm", "resnet50", "resnet", 2048, 224, hub="resnet50.a1_in1k",
-                 url=_HF.format("resnet50.a1_in1k", "model.safetensors"), file="resnet50.a1_in1k.safetensors",
-                 drop=("fc.",), note="timm's resnet50 default of the paper's era (a1 recipe)"),
-    BackboneSpec("resnet-fmnist", "fmnist", _items(FMNIST_CONFIG), "resnet", FMNIST_CONFIG["channels"][-1], 32,
-                 FMNIST_MEAN, FMNIST_STD, file="resnet_fmnist.pt", drop=("fc.",),
-                 note="small ResNet pretrained by this project on Fashion-MNIST (offline stand-in for ImageNet)"),
-    BackboneSpec("clip-tiny", "open_clip", _items(CLIP_TINY_CONFIG), "clip-vit", CLIP_TINY_CONFIG["embed_dim"], 32,
-                 CLIP_MEAN, CLIP_STD, note="tiny random-init CLIP for offline tests; no published weights"),
-]}
+BACKBONES: dict[str, BackboneSpec] = {
+    s.name: s
+    for s in [
+        BackboneSpec(
+            "rn18-timm",
+            "timm",
+            "resnet18",
+            "resnet",
+            512,
+            224,
+            hub="resnet18.tv_in1k",
+            url=_HF.format("resnet18.tv_in1k", "model.safetensors"),
+            file="resnet18.tv_in1k.safetensors",
+            drop=("fc.",),
+            note="torchvision's original ImageNet weights (timm's resnet18 default before 0.9)",
+        ),
+        BackboneSpec(
+            "rn50-swav",
+            "timm",
+            "resnet50",
+            "resnet",
+            2048,
+            224,
+            url="https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar",
+            file="swav_800ep_pretrain.pth.tar",
+            drop=("fc.", "projection_head.", "prototypes."),
+            note="SwAV, 800 epochs, ImageNet without labels (official release)",
+        ),
+        BackboneSpec(
+            "vitb32-clip",
+            "open_clip",
+            "ViT-B-32",
+            "clip-vit",
+            512,
+            224,
+            CLIP_MEAN,
+            CLIP_STD,
+            hub="openai",
+            url=_HF.format("vit_base_patch32_clip_224.openai", "open_clip_pytorch_model.bin"),
+            file="vitb32-clip-openai.bin",
+            quick_gelu=True,
+            note="OpenAI CLIP ViT-B/32 (open_clip 'openai')",
+        ),
+        BackboneSpec(
+            "rn50-dino",
+            "timm",
+            "resnet50",
+            "resnet",
+            2048,
+            224,
+            url="https://dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
+            file="dino_resnet50_pretrain.pth",
+            drop=("fc.",),
+            note="DINO ResNet-50 (official release)",
+        ),
+        BackboneSpec(
+            "rn50-timm",
+            "timm",
+            "resnet50",
+            "resnet",
+            2048,
+            224,
+            hub="resnet50.a1_in1k",
+            url=_HF.format("resnet50.a1_in1k", "model.safetensors"),
+            file="resnet50.a1_in1k.safetensors",
+            drop=("fc.",),
+            note="timm's resnet50 default of the paper's era (a1 recipe)",
+        ),
+        BackboneSpec(
+            "resnet-fmnist",
+            "fmnist",
+            _items(FMNIST_CONFIG),
+            "resnet",
+            FMNIST_CONFIG["channels"][-1],
+            32,
+            FMNIST_MEAN,
+            FMNIST_STD,
+            file="resnet_fmnist.pt",
+            drop=("fc.",),
+            note="small ResNet pretrained by this project on Fashion-MNIST (offline stand-in for ImageNet)",
+        ),
+        BackboneSpec(
+            "clip-tiny",
+            "open_clip",
+            _items(CLIP_TINY_CONFIG),
+            "clip-vit",
+            CLIP_TINY_CONFIG["embed_dim"],
+            32,
+            CLIP_MEAN,
+            CLIP_STD,
+            note="tiny random-init CLIP for offline tests; no published weights",
+        ),
+    ]
+}
 
 # %% ../nbs/02_backbones.ipynb #9b3345e7
-def fmnist_resnet(channels:Sequence[int]=(32, 64, 128, 256), # widths of the four stages
-                  layers:Sequence[int]=(1, 1, 1, 1),         # BasicBlocks per stage
-                 ) -> nn.Module:
+def fmnist_resnet(
+    channels: Sequence[int] = (32, 64, 128, 256),  # widths of the four stages
+    layers: Sequence[int] = (1, 1, 1, 1),  # BasicBlocks per stage
+) -> nn.Module:
     "A small timm ResNet for 32x32 RGB input: 3x3 stride-1 stem, BasicBlocks, no classifier."
     from timm.models.resnet import BasicBlock, ResNet
-    if channels[0] % 2: raise ValueError(f"channels[0]={channels[0]} must be even (the stem width is channels[0])")
-    net = ResNet(block=BasicBlock, layers=tuple(layers), channels=tuple(channels), num_classes=0,
-                 stem_type="deep", stem_width=channels[0] // 2)      # deep stem: bn1 / layer1 expect channels[0]
-    net.conv1 = nn.Conv2d(3, channels[0], 3, stride=1, padding=1, bias=False)   # replace it by one 3x3 conv
+
+    if channels[0] % 2:
+        raise ValueError(f"channels[0]={channels[0]} must be even (the stem width is channels[0])")
+    net = ResNet(
+        block=BasicBlock,
+        layers=tuple(layers),
+        channels=tuple(channels),
+        num_classes=0,
+        stem_type="deep",
+        stem_width=channels[0] // 2,
+    )  # deep stem: bn1 / layer1 expect channels[0]
+    net.conv1 = nn.Conv2d(3, channels[0], 3, stride=1, padding=1, bias=False)  # replace it by one 3x3 conv
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # timm's conv init
     return net
 
 # %% ../nbs/02_backbones.ipynb #ff692799
-def read_checkpoint(path:str|Path) -> dict:
+def read_checkpoint(path: str | Path) -> dict:
     "The raw object in a checkpoint file (`.safetensors` or a `torch.save` file), on CPU."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+
         return load_file(str(path))
     return torch.load(path, map_location="cpu", weights_only=True)
 
-def clean_state_dict(obj:dict,          # a state dict, or a dict wrapping one under "state_dict" / "net" / "model"
-                     drop:Sequence[str]=(), # key prefixes to discard (after removing "module.")
-                    ) -> dict[str, torch.Tensor]:
+
+def clean_state_dict(
+    obj: dict,  # a state dict, or a dict wrapping one under "state_dict" / "net" / "model"
+    drop: Sequence[str] = (),  # key prefixes to discard (after removing "module.")
+) -> dict[str, torch.Tensor]:
     "Unwrap, strip `module.`, drop head keys, cast floating tensors to fp32."
     for k in ("state_dict", "net", "model"):
-        if isinstance(obj.get(k), dict): obj = obj[k]; break
+        if isinstance(obj.get(k), dict):
+            obj = obj[k]
+            break
     out = {}
     for k, v in obj.items():
-        if not torch.is_tensor(v): continue
-        k = k[len("module."):] if k.startswith("module.") else k
-        if any(k.startswith(p) for p in drop): continue
+        if not torch.is_tensor(v):
+            continue
+        k = k[len("module.") :] if k.startswith("module.") else k
+        if any(k.startswith(p) for p in drop):
+            continue
         out[k] = v.float() if v.is_floating_point() else v
     return out
 
-def load_weights(module:nn.Module, sd:dict[str, torch.Tensor], what:str="checkpoint"):
+
+def load_weights(module: nn.Module, sd: dict[str, torch.Tensor], what: str = "checkpoint"):
     "Strictly load `sd` into `module`; a mismatch is a ValueError naming the keys."
-    try: missing, unexpected = module.load_state_dict(sd, strict=False)
-    except RuntimeError as e: raise ValueError(f"{what} does not fit the architecture: {e}") from None  # shape mismatch
+    try:
+        missing, unexpected = module.load_state_dict(sd, strict=False)
+    except RuntimeError as e:
+        raise ValueError(f"{what} does not fit the architecture: {e}") from None  # shape mismatch
     if missing or unexpected:
-        raise ValueError(f"{what} does not fit the architecture: missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
-                         f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+        raise ValueError(
+            f"{what} does not fit the architecture: missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
+            f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
+        )
     return module
 
 # %% ../nbs/02_backbones.ipynb #cae98b9c
 class Backbone(nn.Module):
     "A pretrained image embedder: `.net` (what masks apply to), `.spec`, `forward(x) -> (B, embed_dim)`."
-    def __init__(self, net:nn.Module, spec:BackboneSpec, clip:nn.Module|None=None):
+
+    def __init__(self, net: nn.Module, spec: BackboneSpec, clip: nn.Module | None = None):
         super().__init__()
         self.net, self.spec = net, spec
-        self._clip = (clip,) if clip is not None else ()   # a tuple: not registered, so not in parameters()/state_dict()
+        self._clip = (clip,) if clip is not None else ()  # a tuple: not registered, so not in parameters()/state_dict()
 
     @property
-    def clip(self) -> nn.Module|None:
+    def clip(self) -> nn.Module | None:
         "The full open_clip model (text tower included) for CLIP backbones, else None."
         return self._clip[0] if self._clip else None
 
-    def forward(self, x:torch.Tensor) -> torch.Tensor:   # (B, 3, H, W) -> (B, embed_dim)
-        if self.spec.arch == "open_clip": return self.net(x)
-        return self.net.forward_features(x).mean((2, 3))   # (B, C, h, w) -> (B, C): global average pool
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, embed_dim)
+        if self.spec.arch == "open_clip":
+            return self.net(x)
+        return self.net.forward_features(x).mean((2, 3))  # (B, C, h, w) -> (B, C): global average pool
 
-    def extra_repr(self): return f"spec={self.spec.name!r}"
+    def extra_repr(self):
+        return f"spec={self.spec.name!r}"
 
 # %% ../nbs/02_backbones.ipynb #f6bbd6dd
-def _repo_data() -> Path: return Path(smn_nb.__file__).resolve().parents[1] / "data"
+def _repo_data() -> Path:
+    return Path(smn_nb.__file__).resolve().parents[1] / "data"
 
-def _shipped_places(name:str) -> list[Path]:
+
+def _shipped_places(name: str) -> list[Path]:
     "Where a shipped file `name` may be: the package's assets/, then (in a source checkout) data/ and nbs/."
     pkg = Path(smn_nb.__file__).resolve().parent
-    checkout = (pkg.parent / "settings.ini").is_file()     # nbdev's project file: a source tree, not site-packages
+    checkout = (pkg.parent / "settings.ini").is_file()  # nbdev's project file: a source tree, not site-packages
     return [pkg / "assets" / name] + ([_repo_data() / name, pkg.parent / "nbs" / name] if checkout else [])
 
-def shipped_file(name:str, # a file name, e.g. "run.ipynb" or "resnet_fmnist.pt"
-                ) -> Path:
+
+def shipped_file(
+    name: str,  # a file name, e.g. "run.ipynb" or "resnet_fmnist.pt"
+) -> Path:
     "A file shipped with smn_nb: the installed package's `smn_nb/assets/`, or in a source checkout the repo's `data/` or `nbs/`."
     places = _shipped_places(name)
     found = next((p for p in places if p.is_file()), None)
-    if found is None: raise FileNotFoundError(f"{name!r} is not shipped with smn_nb: looked in {[str(p.parent) for p in places]}")
+    if found is None:
+        raise FileNotFoundError(f"{name!r} is not shipped with smn_nb: looked in {[str(p.parent) for p in places]}")
     return found
 
 # %% ../nbs/02_backbones.ipynb #ec4e520f
-PROBE_TIMEOUT = 3.0   # seconds a weight host gets to answer before a download is declared impossible
+PROBE_TIMEOUT = 3.0  # seconds a weight host gets to answer before a download is declared impossible
 
-def reachable(url:str,                     # any URL: only its host and port are used
-              timeout:float=PROBE_TIMEOUT, # seconds for name resolution and the TCP connect together
-             ) -> bool:
+
+def reachable(
+    url: str,  # any URL: only its host and port are used
+    timeout: float = PROBE_TIMEOUT,  # seconds for name resolution and the TCP connect together
+) -> bool:
     "Whether `url`'s host (or the proxy for its scheme) accepts a TCP connection within `timeout` seconds."
     u = urlparse(url)
     proxy = urllib.request.getproxies().get(u.scheme)
-    if proxy and not urllib.request.proxy_bypass(u.hostname): u = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+    if proxy and not urllib.request.proxy_bypass(u.hostname):
+        u = urlparse(proxy if "://" in proxy else f"http://{proxy}")
     ok = []
+
     def connect():
-        try: socket.create_connection((u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout=timeout).close(); ok.append(True)
-        except Exception: pass
+        try:
+            socket.create_connection(
+                (u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout=timeout
+            ).close()
+            ok.append(True)
+        except Exception:
+            pass
+
     t = threading.Thread(target=connect, daemon=True)
-    t.start(); t.join(timeout)
+    t.start()
+    t.join(timeout)
     return bool(ok)
 
 # %% ../nbs/02_backbones.ipynb #8112e1eb
 def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("SMN_NB_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("SMN_NB_OFFLINE", "HF_HUB_OFFLINE")
+    )
 
-def local_weights(spec:BackboneSpec) -> Path|None:
+
+def local_weights(spec: BackboneSpec) -> Path | None:
     "The first existing weight file for `spec` under $SMN_NB_WEIGHTS or among the files shipped with smn_nb."
-    if not spec.file: return None
+    if not spec.file:
+        return None
     env = Path(os.environ["SMN_NB_WEIGHTS"]).expanduser() / spec.file if os.environ.get("SMN_NB_WEIGHTS") else None
-    if env is not None and env.is_file(): return env
+    if env is not None and env.is_file():
+        return env
     return next((p for p in _shipped_places(spec.file) if p.is_file()), None)
 
-def _missing(spec:BackboneSpec, err:BaseException|None=None) -> FileNotFoundError:
+
+def _missing(spec: BackboneSpec, err: BaseException | None = None) -> FileNotFoundError:
     "The error for pretrained weights that cannot be had: what to download and where to put it."
-    where = (f"{Path(os.environ['SMN_NB_WEIGHTS']).expanduser() / spec.file} (in $SMN_NB_WEIGHTS)" if os.environ.get("SMN_NB_WEIGHTS")
-             else f"<folder>/{spec.file} and set SMN_NB_WEIGHTS=<folder>")
+    where = (
+        f"{Path(os.environ['SMN_NB_WEIGHTS']).expanduser() / spec.file} (in $SMN_NB_WEIGHTS)"
+        if os.environ.get("SMN_NB_WEIGHTS")
+        else f"<folder>/{spec.file} and set SMN_NB_WEIGHTS=<folder>"
+    )
     why = f" ({type(err).__name__}: {err})" if err is not None else ""
     if spec.arch == "fmnist":
-        return FileNotFoundError(f"no weights for {spec.name!r}: {spec.file} is neither in $SMN_NB_WEIGHTS nor shipped with smn_nb "
-                                 f"(looked in {[str(p.parent) for p in _shipped_places(spec.file)]}){why}. Regenerate it with "
-                                 f"smn_nb.pretrain.pretrain_fashion_mnist('<folder>/{spec.file}') and set SMN_NB_WEIGHTS=<folder>, "
-                                 f"or pass weights=PATH.")
+        return FileNotFoundError(
+            f"no weights for {spec.name!r}: {spec.file} is neither in $SMN_NB_WEIGHTS nor shipped with smn_nb "
+            f"(looked in {[str(p.parent) for p in _shipped_places(spec.file)]}){why}. Regenerate it with "
+            f"smn_nb.pretrain.pretrain_fashion_mnist('<folder>/{spec.file}') and set SMN_NB_WEIGHTS=<folder>, "
+            f"or pass weights=PATH."
+        )
     src = f"{spec.arch} tag {spec.hub!r}" if spec.hub else f"{spec.url}"
-    return FileNotFoundError(f"pretrained weights for {spec.name!r} are not reachable from {src}{why}. "
-                             f"Download {spec.url} and pass weights=PATH (a run: -p weights PATH), or save it as {where}.")
+    return FileNotFoundError(
+        f"pretrained weights for {spec.name!r} are not reachable from {src}{why}. "
+        f"Download {spec.url} and pass weights=PATH (a run: -p weights PATH), or save it as {where}."
+    )
 
 # %% ../nbs/02_backbones.ipynb #e5a3a774
-def _build(spec:BackboneSpec) -> tuple[nn.Module, nn.Module|None]:
+def _build(spec: BackboneSpec) -> tuple[nn.Module, nn.Module | None]:
     "The architecture of `spec`, randomly initialised: `(net, full_clip_or_None)`."
     if spec.arch == "timm":
         import timm
+
         return timm.create_model(spec.model, pretrained=False, num_classes=0), None
-    if spec.arch == "fmnist": return fmnist_resnet(**spec.config), None
+    if spec.arch == "fmnist":
+        return fmnist_resnet(**spec.config), None
     import open_clip
+
     cfg = open_clip.get_model_config(spec.model) if isinstance(spec.model, str) else spec.config
     clip = open_clip.model.CLIP(**cfg, quick_gelu=spec.quick_gelu)
     return clip.visual, clip
 
-def _from_source(spec:BackboneSpec) -> tuple[nn.Module, nn.Module|None]:
+
+def _from_source(spec: BackboneSpec) -> tuple[nn.Module, nn.Module | None]:
     "Fetch the real weights from the hub / release URL; any failure (an unreachable host within seconds) becomes `_missing`'s clear error."
     url = (os.environ.get("HF_ENDPOINT") if spec.hub else None) or spec.url
-    cached = not spec.hub and spec.file and (Path(torch.hub.get_dir()) / "checkpoints" / spec.file).is_file()  # torch.hub's copy
+    cached = (
+        not spec.hub and spec.file and (Path(torch.hub.get_dir()) / "checkpoints" / spec.file).is_file()
+    )  # torch.hub's copy
     if url and not (_offline() or cached) and not reachable(url):
         hint = "; with the weights in the hub cache, set HF_HUB_OFFLINE=1 to use them" if spec.hub else ""
-        raise _missing(spec, ConnectionError(f"{urlparse(url).hostname} could not be reached (no connection within {PROBE_TIMEOUT:g} s){hint}"))
+        raise _missing(
+            spec,
+            ConnectionError(
+                f"{urlparse(url).hostname} could not be reached (no connection within {PROBE_TIMEOUT:g} s){hint}"
+            ),
+        )
     try:
         if spec.arch == "timm" and spec.hub:
             import timm
+
             return timm.create_model(spec.hub, pretrained=True, num_classes=0), None
         if spec.arch == "open_clip" and spec.hub:
             import open_clip
+
             clip = open_clip.create_model(spec.model, pretrained=spec.hub)
             return clip.visual, clip
         if spec.url and (cached or not _offline()):
             net, clip = _build(spec)
-            sd = torch.hub.load_state_dict_from_url(spec.url, map_location="cpu", file_name=spec.file, weights_only=True)
+            sd = torch.hub.load_state_dict_from_url(
+                spec.url, map_location="cpu", file_name=spec.file, weights_only=True
+            )
             load_weights(clip or net, clean_state_dict(sd, spec.drop), f"{spec.url}")
             return net, clip
-    except Exception as e: raise _missing(spec, e) from e
+    except Exception as e:
+        raise _missing(spec, e) from e
     raise _missing(spec, RuntimeError("offline (SMN_NB_OFFLINE / HF_HUB_OFFLINE set)") if spec.url else None)
 
 # %% ../nbs/02_backbones.ipynb #7e16f1b5
-def get_backbone(name:str,              # a key of `BACKBONES`
-                 pretrained:bool=True,  # load the real weights (never silently random)
-                 weights:str|Path|None=None, # a local checkpoint file in the source's format (overrides the lookup)
-                ) -> Backbone:
+def get_backbone(
+    name: str,  # a key of `BACKBONES`
+    pretrained: bool = True,  # load the real weights (never silently random)
+    weights: str | Path | None = None,  # a local checkpoint file in the source's format (overrides the lookup)
+) -> Backbone:
     "The backbone `name` with its pretrained weights (or random init with `pretrained=False`)."
-    if name not in BACKBONES: raise KeyError(f"unknown backbone {name!r}; valid names: {list(BACKBONES)}")
+    if name not in BACKBONES:
+        raise KeyError(f"unknown backbone {name!r}; valid names: {list(BACKBONES)}")
     spec = BACKBONES[name]
     if weights is None and pretrained:
         if not (spec.file or spec.hub or spec.url):
-            raise ValueError(f"{name!r} has no published weights ({spec.note}); use pretrained=False or pass weights=PATH")
+            raise ValueError(
+                f"{name!r} has no published weights ({spec.note}); use pretrained=False or pass weights=PATH"
+            )
         weights = local_weights(spec)
         if weights is None:
-            if spec.arch == "fmnist": raise _missing(spec)
+            if spec.arch == "fmnist":
+                raise _missing(spec)
             net, clip = _from_source(spec)
             return Backbone(net, spec, clip).eval()
     net, clip = _build(spec)
-    if weights is not None: load_weights(clip or net, clean_state_dict(read_checkpoint(weights), spec.drop), f"{str(weights)!r}")
+    if weights is not None:
+        load_weights(clip or net, clean_state_dict(read_checkpoint(weights), spec.drop), f"{str(weights)!r}")
     return Backbone(net, spec, clip).eval()
 
 # %% ../nbs/02_backbones.ipynb #f0ba0800
 @functools.lru_cache(maxsize=64)
-def _sha256(path:str, size:int, mtime_ns:int) -> str:
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
-def file_sha256(path:str|Path) -> str:
+
+def file_sha256(path: str | Path) -> str:
     "The sha256 of a file's bytes (cached while its size and modification time stay the same)."
     st = Path(path).stat()
     return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 # %% ../nbs/02_backbones.ipynb #47a203e0
-def weights_identity(name:str,                  # a key of `BACKBONES`
-                     weights:str|Path|None,     # the file a run was given (None: the default lookup)
-                    ) -> str|None:
+def weights_identity(
+    name: str,  # a key of `BACKBONES`
+    weights: str | Path | None,  # the file a run was given (None: the default lookup)
+) -> str | None:
     "None if `weights` is None or the same bytes as `name`'s default file; else the sha256 of `weights`."
     if weights is None:
         return None
@@ -293,46 +448,64 @@ def weights_identity(name:str,                  # a key of `BACKBONES`
     return None if default is not None and file_sha256(default) == given else given
 
 # %% ../nbs/02_backbones.ipynb #ca064f9b
-CLIP_TEMPLATES = ("a photo of a {}.", "a blurry photo of a {}.", "a photo of the large {}.",
-                  "a photo of the small {}.", "a close-up photo of a {}.")
+CLIP_TEMPLATES = (
+    "a photo of a {}.",
+    "a blurry photo of a {}.",
+    "a photo of the large {}.",
+    "a photo of the small {}.",
+    "a close-up photo of a {}.",
+)
+
 
 class ZeroShotHead(nn.Module):
     "Logits = cosine(image embedding, class text embedding) * exp(logit_scale); no trainable parameters."
-    def __init__(self, class_emb:torch.Tensor, logit_scale:torch.Tensor):
+
+    def __init__(self, class_emb: torch.Tensor, logit_scale: torch.Tensor):
         super().__init__()
-        self.register_buffer("class_emb", F.normalize(class_emb.float(), dim=-1))          # (C, D)
+        self.register_buffer("class_emb", F.normalize(class_emb.float(), dim=-1))  # (C, D)
         self.register_buffer("logit_scale", torch.as_tensor(logit_scale, dtype=torch.float32).detach().clone())
-    def forward(self, emb:torch.Tensor) -> torch.Tensor:   # (B, D) -> (B, C)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, C)
         return F.normalize(emb, dim=-1) @ self.class_emb.T * self.logit_scale.exp()
 
-def clip_tokenizer(spec:BackboneSpec):
+
+def clip_tokenizer(spec: BackboneSpec):
     "open_clip's tokenizer for `spec` (the BPE vocabulary ships with open_clip: works offline)."
     import open_clip
-    if isinstance(spec.model, str): return open_clip.get_tokenizer(spec.model)
+
+    if isinstance(spec.model, str):
+        return open_clip.get_tokenizer(spec.model)
     return open_clip.tokenizer.SimpleTokenizer(context_length=spec.config["text_cfg"]["context_length"])
 
+
 @torch.no_grad()
-def clip_text_embeddings(backbone:Backbone, prompts:Sequence[str], bs:int=256) -> torch.Tensor:
+def clip_text_embeddings(backbone: Backbone, prompts: Sequence[str], bs: int = 256) -> torch.Tensor:
     "L2-normalised text embeddings `(len(prompts), D)` from the backbone's CLIP text tower."
     clip, tok = backbone.clip, clip_tokenizer(backbone.spec)
     dev = next(backbone.net.parameters()).device
-    clip.to(dev)    # the text tower follows the image tower's device
-    out = [clip.encode_text(tok(list(prompts[i:i + bs])).to(dev), normalize=True) for i in range(0, len(prompts), bs)]
+    clip.to(dev)  # the text tower follows the image tower's device
+    out = [clip.encode_text(tok(list(prompts[i : i + bs])).to(dev), normalize=True) for i in range(0, len(prompts), bs)]
     return torch.cat(out).float()
 
-def clip_zero_shot_head(backbone:Backbone,                   # a CLIP backbone (`spec.arch == "open_clip"`)
-                        classnames:Sequence[str],            # one name per class, in label order
-                        templates:Sequence[str]|None=None,   # prompts with one "{}" each; None = `CLIP_TEMPLATES`
-                       ) -> ZeroShotHead:
+
+def clip_zero_shot_head(
+    backbone: Backbone,  # a CLIP backbone (`spec.arch == "open_clip"`)
+    classnames: Sequence[str],  # one name per class, in label order
+    templates: Sequence[str] | None = None,  # prompts with one "{}" each; None = `CLIP_TEMPLATES`
+) -> ZeroShotHead:
     "CLIP's zero-shot classifier for `classnames`: mean of normalised prompt embeddings per class."
     if backbone.clip is None:
-        raise ValueError(f"backbone {backbone.spec.name!r} has no text tower; zero-shot heads need one of "
-                         f"{[n for n, s in BACKBONES.items() if s.arch == 'open_clip']}")
+        raise ValueError(
+            f"backbone {backbone.spec.name!r} has no text tower; zero-shot heads need one of "
+            f"{[n for n, s in BACKBONES.items() if s.arch == 'open_clip']}"
+        )
     templates = tuple(templates or CLIP_TEMPLATES)
-    if not len(classnames): raise ValueError("classnames is empty")
+    if not len(classnames):
+        raise ValueError("classnames is empty")
     bad = [t for t in templates if t.count("{}") != 1]
-    if bad: raise ValueError(f"templates {bad} must each contain exactly one '{{}}' for the class name")
-    emb = clip_text_embeddings(backbone, [t.format(c) for c in classnames for t in templates])   # (C*T, D)
-    emb = emb.view(len(classnames), len(templates), -1).mean(1)                                  # (C, T, D) -> (C, D)
+    if bad:
+        raise ValueError(f"templates {bad} must each contain exactly one '{{}}' for the class name")
+    emb = clip_text_embeddings(backbone, [t.format(c) for c in classnames for t in templates])  # (C*T, D)
+    emb = emb.view(len(classnames), len(templates), -1).mean(1)  # (C, T, D) -> (C, D)
     head = ZeroShotHead(emb, backbone.clip.logit_scale)
     return head.to(emb.device)

@@ -25,15 +25,20 @@ __all__ = ['Router', 'fit_router', 'fuse', 'whiten', 'cascade_metrics', 'forward
            'expert_epochs', 'init_expert', 'embed_members']
 
 # %% ../nbs/08_cascades.ipynb #200715ae
-def _gmm_state(g:GaussianMixture) -> dict[str, torch.Tensor]:
+def _gmm_state(g: GaussianMixture) -> dict[str, torch.Tensor]:
     "A fitted full-covariance mixture's parameters as float64 tensors."
-    return {f"gmm_{k}": torch.from_numpy(np.asarray(getattr(g, f"{k}_"), dtype=np.float64))
-            for k in ("weights", "means", "covariances", "precisions_cholesky")}
+    return {
+        f"gmm_{k}": torch.from_numpy(np.asarray(getattr(g, f"{k}_"), dtype=np.float64))
+        for k in ("weights", "means", "covariances", "precisions_cholesky")
+    }
 
-def _gmm_from_state(d:dict, seed:int) -> GaussianMixture:
+
+def _gmm_from_state(d: dict, seed: int) -> GaussianMixture:
     "A `GaussianMixture` that predicts as the fitted one whose `_gmm_state` is `d`."
-    w, m, c, pc = (torch.as_tensor(d[f"gmm_{k}"], dtype=torch.float64).numpy()
-                   for k in ("weights", "means", "covariances", "precisions_cholesky"))
+    w, m, c, pc = (
+        torch.as_tensor(d[f"gmm_{k}"], dtype=torch.float64).numpy()
+        for k in ("weights", "means", "covariances", "precisions_cholesky")
+    )
     g = GaussianMixture(len(w), covariance_type="full", random_state=seed)
     g.weights_, g.means_, g.covariances_, g.precisions_cholesky_ = w, m, c, pc
     g.precisions_ = pc @ pc.transpose(0, 2, 1)
@@ -44,21 +49,23 @@ def _gmm_from_state(d:dict, seed:int) -> GaussianMixture:
 @dataclass(repr=False)
 class Router:
     "Routes embeddings to clusters: L2-normalise, whiten onto the top `q` principal directions, most likely mixture component."
-    mean: torch.Tensor          # (F,) mean of the L2-normalised training embeddings
-    V: torch.Tensor             # (F, q) principal directions
-    S: torch.Tensor             # (q,) their singular values
-    gmm: GaussianMixture        # fitted on the training points' whitened scores U
+
+    mean: torch.Tensor  # (F,) mean of the L2-normalised training embeddings
+    V: torch.Tensor  # (F, q) principal directions
+    S: torch.Tensor  # (q,) their singular values
+    gmm: GaussianMixture  # fitted on the training points' whitened scores U
     seed: int = 0
-    train_clusters: torch.Tensor|None = None   # (N,) the training points' clusters (from U); not stored
+    train_clusters: torch.Tensor | None = None  # (N,) the training points' clusters (from U); not stored
 
     @property
-    def n_components(self) -> int: return len(self.gmm.weights_)
+    def n_components(self) -> int:
+        return len(self.gmm.weights_)
 
-    def project(self, x:torch.Tensor) -> torch.Tensor:
+    def project(self, x: torch.Tensor) -> torch.Tensor:
         "Whitened scores `(x/|x| - mean) V diag(1/S)` of embeddings `x` (N, F)."
         return (F.normalize(torch.as_tensor(x).float(), dim=1) - self.mean) @ self.V / self.S
 
-    def assign(self, x:torch.Tensor) -> torch.Tensor:
+    def assign(self, x: torch.Tensor) -> torch.Tensor:
         "The cluster `c(x)` (N,) of each embedding, in `[0, n_components)`."
         return torch.from_numpy(self.gmm.predict(self.project(x).double().numpy())).long()
 
@@ -67,64 +74,81 @@ class Router:
         return dict(mean=self.mean, V=self.V, S=self.S, seed=self.seed, **_gmm_state(self.gmm))
 
     @classmethod
-    def from_state_dict(cls, d:dict) -> Router:
+    def from_state_dict(cls, d: dict) -> Router:
         "The router whose `state_dict()` is `d` (tensors or nested lists)."
         t = lambda k: torch.as_tensor(d[k], dtype=torch.float32)
         return cls(t("mean"), t("V"), t("S"), _gmm_from_state(d, int(d["seed"])), int(d["seed"]))
 
-    def __repr__(self): return f"Router(F={len(self.mean)}, q={len(self.S)}, n_components={self.n_components}, seed={self.seed})"
+    def __repr__(self):
+        return f"Router(F={len(self.mean)}, q={len(self.S)}, n_components={self.n_components}, seed={self.seed})"
 
 # %% ../nbs/08_cascades.ipynb #2b500cab
-def _pca(x:torch.Tensor, q:int, niter:int, seed:int, name:str="q") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _pca(
+    x: torch.Tensor, q: int, niter: int, seed: int, name: str = "q"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "`torch.pca_lowrank(x, q, center=True, niter)` seeded by `seed` (the caller's random state untouched), rank-checked: (U, S, V)."
-    if not 1 <= q <= min(x.shape): raise ValueError(f"{name}={q} must be in [1, min(N={x.shape[0]}, D={x.shape[1]})]")
+    if not 1 <= q <= min(x.shape):
+        raise ValueError(f"{name}={q} must be in [1, min(N={x.shape[0]}, D={x.shape[1]})]")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         U, S, V = torch.pca_lowrank(x, q=q, center=True, niter=niter)
     r = int((S > 1e-4 * S[0]).sum())
-    if r < q: raise ValueError(f"{name}={q} exceeds the numerical rank {r} of the centred features: keep at most {r} directions")
+    if r < q:
+        raise ValueError(
+            f"{name}={q} exceeds the numerical rank {r} of the centred features: keep at most {r} directions"
+        )
     return U, S, V
 
 # %% ../nbs/08_cascades.ipynb #df8f559c
-def fit_router(train_embeddings:torch.Tensor,  # (N, F) the dispatcher's training-set embeddings (unnormalised)
-               n_components:int=5,             # K, clusters = experts
-               q:int=20,                       # principal components kept
-               seed:int=0,                     # PCA's random matrix and the mixture's initialisation
-               niter:int=2,                    # power iterations of `torch.pca_lowrank` (the authors: 2)
-              ) -> Router:
+def fit_router(
+    train_embeddings: torch.Tensor,  # (N, F) the dispatcher's training-set embeddings (unnormalised)
+    n_components: int = 5,  # K, clusters = experts
+    q: int = 20,  # principal components kept
+    seed: int = 0,  # PCA's random matrix and the mixture's initialisation
+    niter: int = 2,  # power iterations of `torch.pca_lowrank` (the authors: 2)
+) -> Router:
     "Fit the router on the dispatcher's training embeddings; `router.train_clusters` holds their clusters."
     x = F.normalize(torch.as_tensor(train_embeddings).float().cpu(), dim=1)
-    if not 1 <= n_components <= len(x): raise ValueError(f"n_components={n_components} must be in [1, N={len(x)}]")
+    if not 1 <= n_components <= len(x):
+        raise ValueError(f"n_components={n_components} must be in [1, N={len(x)}]")
     U, S, V = _pca(x, q, niter, seed, "q")
     u = U.double().numpy()
     gmm = GaussianMixture(n_components, random_state=seed).fit(u)
     return Router(x.mean(0), V, S, gmm, seed, torch.from_numpy(gmm.predict(u)).long())
 
-Router.fit = staticmethod(fit_router)       # `Router.fit(x, ...)`, then `router.assign(x)`
+
+Router.fit = staticmethod(fit_router)  # `Router.fit(x, ...)`, then `router.assign(x)`
 
 # %% ../nbs/08_cascades.ipynb #dbc58999
-def fuse(blocks:Sequence[torch.Tensor],   # [f_0, f_1, ..., f_K]: (N, F_k) embeddings, the dispatcher's first
-         routes:torch.Tensor|None=None,   # (N,) cluster of each image, in [0, K); needed when conditional
-         conditional:bool=False,          # keep only the routed expert's block (the others exactly zero)
-        ) -> torch.Tensor:
+def fuse(
+    blocks: Sequence[torch.Tensor],  # [f_0, f_1, ..., f_K]: (N, F_k) embeddings, the dispatcher's first
+    routes: torch.Tensor | None = None,  # (N,) cluster of each image, in [0, K); needed when conditional
+    conditional: bool = False,  # keep only the routed expert's block (the others exactly zero)
+) -> torch.Tensor:
     "Fused cascade features (N, sum F_k): every block, or (conditional) the dispatcher's and the routed expert's."
-    if len(blocks) < 2: raise ValueError(f"need the dispatcher's block and at least one expert's, got {len(blocks)} block(s)")
+    if len(blocks) < 2:
+        raise ValueError(f"need the dispatcher's block and at least one expert's, got {len(blocks)} block(s)")
     n = len(blocks[0])
-    if any(len(b) != n for b in blocks): raise ValueError(f"blocks have {[len(b) for b in blocks]} rows; all need {n}")
-    if not conditional: return torch.cat(list(blocks), dim=1)
+    if any(len(b) != n for b in blocks):
+        raise ValueError(f"blocks have {[len(b) for b in blocks]} rows; all need {n}")
+    if not conditional:
+        return torch.cat(list(blocks), dim=1)
     K, routes = len(blocks) - 1, None if routes is None else torch.as_tensor(routes).long()
     if routes is None or routes.shape != (n,) or (n and (routes.min() < 0 or routes.max() >= K)):
-        raise ValueError(f"conditional fusion needs routes of shape ({n},) in [0, {K}), got {routes if routes is None else tuple(routes.shape)}")
+        raise ValueError(
+            f"conditional fusion needs routes of shape ({n},) in [0, {K}), got {routes if routes is None else tuple(routes.shape)}"
+        )
     keep = [(routes == k).unsqueeze(1).to(b.dtype) for k, b in enumerate(blocks[1:])]
     return torch.cat([blocks[0]] + [b * w for b, w in zip(blocks[1:], keep)], dim=1)
 
 # %% ../nbs/08_cascades.ipynb #d554a472
-def whiten(train:torch.Tensor,          # (N, D) training features: they define the mean and the directions
-           *others:torch.Tensor,        # (M, D) features to map the same way (test, validation)
-           dim:int,                     # F, directions kept
-           niter:int=10,                # power iterations of `torch.pca_lowrank` (the authors: 10)
-           seed:int=0,                  # its random matrix
-          ) -> tuple[torch.Tensor, ...]:
+def whiten(
+    train: torch.Tensor,  # (N, D) training features: they define the mean and the directions
+    *others: torch.Tensor,  # (M, D) features to map the same way (test, validation)
+    dim: int,  # F, directions kept
+    niter: int = 10,  # power iterations of `torch.pca_lowrank` (the authors: 10)
+    seed: int = 0,  # its random matrix
+) -> tuple[torch.Tensor, ...]:
     "`(U, *others)`: training features as their top-`dim` whitened scores U, the others as `(x - mean) V diag(1/S)`."
     x = torch.as_tensor(train).float().cpu()
     U, S, V = _pca(x, dim, niter, seed, "dim")
@@ -132,80 +156,108 @@ def whiten(train:torch.Tensor,          # (N, D) training features: they define 
     return (U, *((torch.as_tensor(o).float().cpu() - mean) @ V / S for o in others))
 
 # %% ../nbs/08_cascades.ipynb #49a470d1
-def cascade_metrics(train_feats:torch.Tensor, train_labels:torch.Tensor,  # (N, D) fused training features, (N,) labels
-                    test_feats:torch.Tensor, test_labels:torch.Tensor,    # (M, D), (M,) the same for evaluation
-                    feat_dim:int,                 # F: whitened directions for the probe (the backbone's embedding size)
-                    val:tuple|None=None,          # optional (features, labels) validation split, whitened alike
-                    k:int=200, T:float=0.1,       # kNN neighbours and temperature
-                    seed:int=0, **probe_kw,       # whitening's PCA seed; `linear_probe` options
-                   ) -> dict:
+def cascade_metrics(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,  # (N, D) fused training features, (N,) labels
+    test_feats: torch.Tensor,
+    test_labels: torch.Tensor,  # (M, D), (M,) the same for evaluation
+    feat_dim: int,  # F: whitened directions for the probe (the backbone's embedding size)
+    val: tuple | None = None,  # optional (features, labels) validation split, whitened alike
+    k: int = 200,
+    T: float = 0.1,  # kNN neighbours and temperature
+    seed: int = 0,
+    **probe_kw,  # whitening's PCA seed; `linear_probe` options
+) -> dict:
     "kNN accuracy of the fused features and linear-probe accuracy of their top-`feat_dim` whitening."
     knn = knn_accuracy(train_feats, train_labels, test_feats, test_labels, k=k, T=T)
     w = whiten(train_feats, test_feats, *([val[0]] if val is not None else []), dim=feat_dim, seed=seed)
-    lp = linear_probe(w[0], train_labels, w[1], test_labels, val=(w[2], val[1]) if val is not None else None, seed=seed, **probe_kw)
+    lp = linear_probe(
+        w[0], train_labels, w[1], test_labels, val=(w[2], val[1]) if val is not None else None, seed=seed, **probe_kw
+    )
     return dict(knn_acc=float(knn), lp_acc=lp["acc"], lp_C=lp["C"], lp_val_acc=lp["val_acc"], feat_dim=feat_dim)
 
 # %% ../nbs/08_cascades.ipynb #c57033d8
-def forward_passes(n_experts:int, conditional:bool) -> int:
+def forward_passes(n_experts: int, conditional: bool) -> int:
     "Backbone forward passes per image: 2 conditional (dispatcher + routed expert), 1 + K unconditional."
-    if n_experts < 1: raise ValueError(f"n_experts={n_experts} must be >= 1")
+    if n_experts < 1:
+        raise ValueError(f"n_experts={n_experts} must be >= 1")
     return 2 if conditional else 1 + n_experts
 
-def backbone_weights(model:nn.Module) -> int:
+
+def backbone_weights(model: nn.Module) -> int:
     "Number of weights of `model` as unmasked (scores left out): the fp32 backbone is 32 bits times this."
     return sum(math.prod(s) for s in param_shapes(model).values())
 
-def storage_beta(mask_files:Iterable[str|Path],  # the members' mask files (dispatcher's and experts')
-                 n_weights:int,                   # weights of the backbone (`backbone_weights`)
-                ) -> dict:
+
+def storage_beta(
+    mask_files: Iterable[str | Path],  # the members' mask files (dispatcher's and experts')
+    n_weights: int,  # weights of the backbone (`backbone_weights`)
+) -> dict:
     "A cascade's storage in fp32 backbones: nominal (1 bit per weight, 1/32 per member) and measured from its files."
     sizes = [Path(f).stat().st_size for f in mask_files]
-    if not sizes or n_weights < 1: raise ValueError(f"need at least one mask file and n_weights >= 1, got {len(sizes)} and {n_weights}")
-    return dict(members=len(sizes), file_bytes=sum(sizes), size_beta_1bit=len(sizes) / 32, size_beta=sum(sizes) / (4 * n_weights))
+    if not sizes or n_weights < 1:
+        raise ValueError(f"need at least one mask file and n_weights >= 1, got {len(sizes)} and {n_weights}")
+    return dict(
+        members=len(sizes),
+        file_bytes=sum(sizes),
+        size_beta_1bit=len(sizes) / 32,
+        size_beta=sum(sizes) / (4 * n_weights),
+    )
 
 # %% ../nbs/08_cascades.ipynb #c6cdae87
-def expert_epochs(D:int) -> int:
+def expert_epochs(D: int) -> int:
     "Epochs of an expert trained on a cluster of `D` images: round(50000/D*150), at least 1."
     return swav_epochs(D)
 
-def _head_state(state:dict) -> dict:
+
+def _head_state(state: dict) -> dict:
     "A SwAV head's state from itself or from a whole `SwAVObjective`'s (keys `head.*`)."
-    if any(k.startswith("head.") for k in state): return {k[5:]: v for k, v in state.items() if k.startswith("head.")}
+    if any(k.startswith("head.") for k in state):
+        return {k[5:]: v for k, v in state.items() if k.startswith("head.")}
     return dict(state)
 
-def _check_scores(backbone:nn.Module, scores:dict):
+
+def _check_scores(backbone: nn.Module, scores: dict):
     "Raise unless `scores` names exactly `backbone`'s masked tensors, each of its shape."
     sms = masked_tensors(backbone)
     bad = sorted(set(sms) ^ set(scores)) or [n for n in sms if tuple(scores[n].shape) != tuple(sms[n].score.shape)]
-    if bad: raise ValueError(f"the dispatcher's scores do not fit this backbone's masks: {bad[:4]}")
+    if bad:
+        raise ValueError(f"the dispatcher's scores do not fit this backbone's masks: {bad[:4]}")
 
 # %% ../nbs/08_cascades.ipynb #0e340710
-def init_expert(backbone:nn.Module,              # the expert's backbone, already masked (e.g. by `prepare_selfsup`)
-                objective:SwAVObjective,         # the expert's own objective (its E and steps per epoch)
-                scores:MaskSet|dict,             # the dispatcher's: a `MaskSet` (masks + buffers) or its score tensors by name
-                head:dict,                       # the dispatcher's head state (`objective.head.state_dict()`, or the objective's)
-               ) -> SwAVObjective:
+def init_expert(
+    backbone: nn.Module,  # the expert's backbone, already masked (e.g. by `prepare_selfsup`)
+    objective: SwAVObjective,  # the expert's own objective (its E and steps per epoch)
+    scores: MaskSet | dict,  # the dispatcher's: a `MaskSet` (masks + buffers) or its score tensors by name
+    head: dict,  # the dispatcher's head state (`objective.head.state_dict()`, or the objective's)
+) -> SwAVObjective:
     "Start an expert from the dispatcher: its scores, projection and prototypes; the queue empty, step 0 (prototypes frozen again)."
     head, own = _head_state(head), objective.head.state_dict()
     bad = sorted(set(own) ^ set(head)) or [k for k in own if own[k].shape != head[k].shape]
-    if bad: raise ValueError(f"the dispatcher's head does not fit this objective's: {bad[:4]}")
-    if isinstance(scores, MaskSet): apply_masks(backbone, scores)
+    if bad:
+        raise ValueError(f"the dispatcher's head does not fit this objective's: {bad[:4]}")
+    if isinstance(scores, MaskSet):
+        apply_masks(backbone, scores)
     else:
         _check_scores(backbone, scores)
         with torch.no_grad():
-            for n, sm in masked_tensors(backbone).items(): sm.score.copy_(scores[n])
+            for n, sm in masked_tensors(backbone).items():
+                sm.score.copy_(scores[n])
     objective.head.load_state_dict(head)
     with torch.no_grad():
-        if objective.queue is not None: objective.queue.queue.zero_()
+        if objective.queue is not None:
+            objective.queue.queue.zero_()
         objective.step.zero_()
     return objective
 
 # %% ../nbs/08_cascades.ipynb #45d9e4d5
-def embed_members(backbone:nn.Module,           # the shared backbone (masked or not)
-                  loader:Iterable,              # unshuffled batches (inputs, labels)
-                  members:dict[str, MaskSet],   # name -> mask set, e.g. {"dispatcher": ..., "expert0": ...}
-                  device="cpu", progress:bool=False,
-                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def embed_members(
+    backbone: nn.Module,  # the shared backbone (masked or not)
+    loader: Iterable,  # unshuffled batches (inputs, labels)
+    members: dict[str, MaskSet],  # name -> mask set, e.g. {"dispatcher": ..., "expert0": ...}
+    device="cpu",
+    progress: bool = False,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     "Embeddings of `loader` under each member's masks, switched in place on one `backbone`: ({name: (N, F)}, labels (N,))."
     keep = MaskSet.from_model(backbone) if masked_tensors(backbone) else None
     feats, labels = {}, None
@@ -217,5 +269,6 @@ def embed_members(backbone:nn.Module,           # the shared backbone (masked or
                 raise ValueError(f"the loader's labels changed between members (at {name!r}): it must not shuffle")
             labels = y
     finally:
-        if keep is not None: apply_masks(backbone, keep)
+        if keep is not None:
+            apply_masks(backbone, keep)
     return feats, labels

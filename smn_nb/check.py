@@ -23,23 +23,29 @@ __all__ = ['SplitCheck', 'DatasetCheck', 'check_split', 'check_dataset', 'checks
 @dataclass(frozen=True)
 class SplitCheck:
     "One split as the check found it."
+
     split: str
-    n: int                       # images
-    classes: int                 # classes present in the split
-    bad: tuple = ()              # ((path, reason), ...) of the files that cannot be read
-    store: str|None = None       # the store file a run would build (None: in memory, no store)
-    store_shape: tuple|None = None
-    store_bytes: int = 0         # its size on disk (images and sizes)
+    n: int  # images
+    classes: int  # classes present in the split
+    bad: tuple = ()  # ((path, reason), ...) of the files that cannot be read
+    store: str | None = None  # the store file a run would build (None: in memory, no store)
+    store_shape: tuple | None = None
+    store_bytes: int = 0  # its size on disk (images and sizes)
+
 
 @dataclass(frozen=True)
 class DatasetCheck:
     "A dataset as the check found it: its splits, and how long the check took."
+
     name: str
     root: str
     splits: tuple
     seconds: float
+
     @property
-    def bad(self) -> list: return [b for s in self.splits for b in s.bad]
+    def bad(self) -> list:
+        return [b for s in self.splits for b in s.bad]
+
     def summary(self) -> str:
         "A few lines: per split, images, classes, unreadable files and the store."
         rows = [f"{self.name} ({self.root}), checked in {self.seconds:.1f}s:"]
@@ -49,57 +55,98 @@ class DatasetCheck:
         return "\n".join(rows)
 
 # %% ../nbs/03f_check.ipynb #48de0b50
-def check_split(ds, size:int=224, crop_pct:float=0.875, root:str|Path|None=None, decode:bool=False,
-                threads:int=16, max_aspect:float=2.0, progress:bool=False) -> SplitCheck:
+def check_split(
+    ds,
+    size: int = 224,
+    crop_pct: float = 0.875,
+    root: str | Path | None = None,
+    decode: bool = False,
+    threads: int = 16,
+    max_aspect: float = 2.0,
+    progress: bool = False,
+) -> SplitCheck:
     "Images, classes, unreadable files and the would-be store of dataset split `ds` (an `ImageDataset`)."
     n, classes = len(ds), int(torch.unique(ds.targets).numel())
-    if ds.files is None: return SplitCheck(ds.split, n, classes)
+    if ds.files is None:
+        return SplitCheck(ds.split, n, classes)
     with ThreadPoolExecutor(threads) as ex:
-        probes = list(tqdm(ex.map(lambda f: probe_image(f, decode), ds.files), total=n, disable=not progress,
-                           desc=f"check {ds.name}-{ds.split}"))
+        probes = list(
+            tqdm(
+                ex.map(lambda f: probe_image(f, decode), ds.files),
+                total=n,
+                disable=not progress,
+                desc=f"check {ds.name}-{ds.split}",
+            )
+        )
     bad = tuple((f, p.problem) for f, p in zip(ds.files, probes) if p.problem is not None)
     side = int(round(size / crop_pct))
     ok = torch.tensor([p.size for p in probes if p.problem is None]).view(-1, 2)
     long = max([side] + stored_sizes(ok, side, round(side * max_aspect)).max(1).values.tolist())
     path, _ = store_paths(ds, side, root, max_aspect)
-    nbytes = n * 3 * side * long + 128 + n * 4 * 4 + 128          # two .npy files: uint8 images, int32 sizes
+    nbytes = n * 3 * side * long + 128 + n * 4 * 4 + 128  # two .npy files: uint8 images, int32 sizes
     return SplitCheck(ds.split, n, classes, bad, str(path), (n, 3, side, long), nbytes)
 
 # %% ../nbs/03f_check.ipynb #91c05a72
-def check_dataset(name:str,                  # a key of `DATASETS`
-                  root:str|Path|None=None,   # data root (as `get_dataset`)
-                  size:int=224,              # the runs' input size: the store side is `size / crop_pct`
-                  crop_pct:float=0.875,
-                  decode:bool=False,         # decode every file (slower), not only those without their end marker
-                  download:bool=True,        # as `get_dataset`: let torchvision fetch what it can
-                  threads:int=16, max_aspect:float=2.0, progress:bool=False) -> DatasetCheck:
+def check_dataset(
+    name: str,  # a key of `DATASETS`
+    root: str | Path | None = None,  # data root (as `get_dataset`)
+    size: int = 224,  # the runs' input size: the store side is `size / crop_pct`
+    crop_pct: float = 0.875,
+    decode: bool = False,  # decode every file (slower), not only those without their end marker
+    download: bool = True,  # as `get_dataset`: let torchvision fetch what it can
+    threads: int = 16,
+    max_aspect: float = 2.0,
+    progress: bool = False,
+) -> DatasetCheck:
     "Check every split of dataset `name`: images, classes, unreadable files, the store a run would build."
     t0 = time.perf_counter()
-    def one(split): return check_split(get_dataset(name, split, root, download), size, crop_pct, root, decode, threads,
-                                       max_aspect, progress)
+
+    def one(split):
+        return check_split(
+            get_dataset(name, split, root, download), size, crop_pct, root, decode, threads, max_aspect, progress
+        )
+
     splits = tuple(one(s) for s in ("train", "val", "test"))
     return DatasetCheck(name, str(data_root(root)), splits, time.perf_counter() - t0)
 
 # %% ../nbs/03f_check.ipynb #c850f92f
-def checks_error(checks:dict, root:str|Path|None=None) -> BadImagesError|None:
+def checks_error(checks: dict, root: str | Path | None = None) -> BadImagesError | None:
     "One `BadImagesError` naming the unreadable files of all `checks` (`{name: DatasetCheck}`); None if there are none."
-    errs = [bad_images_error(c.name, s.split, list(s.bad), s.n, root)     # each split's listing written
-            for c in checks.values() for s in c.splits if s.bad]
-    if not errs: return None
+    errs = [
+        bad_images_error(c.name, s.split, list(s.bad), s.n, root)  # each split's listing written
+        for c in checks.values()
+        for s in c.splits
+        if s.bad
+    ]
+    if not errs:
+        return None
     bad = [b for e in errs for b in e.bad]
-    return BadImagesError(f"{len(bad)} image files cannot be read, in {len(errs)} dataset split(s):\n"
-                          + "\n".join(str(e) for e in errs), bad, errs[0].listing)
+    return BadImagesError(
+        f"{len(bad)} image files cannot be read, in {len(errs)} dataset split(s):\n" + "\n".join(str(e) for e in errs),
+        bad,
+        errs[0].listing,
+    )
 
-def check_datasets(names:Sequence[str], root:str|Path|None=None, size:int=224, crop_pct:float=0.875,
-                   decode:bool=False, download:bool=True, progress:bool=False) -> dict[str, DatasetCheck]:
+
+def check_datasets(
+    names: Sequence[str],
+    root: str | Path | None = None,
+    size: int = 224,
+    crop_pct: float = 0.875,
+    decode: bool = False,
+    download: bool = True,
+    progress: bool = False,
+) -> dict[str, DatasetCheck]:
     "`check_dataset` for each of `names`; raises one `BadImagesError` naming the unreadable files of all of them."
-    checks = {n: check_dataset(n, root, size, crop_pct, decode, download, progress=progress)
-              for n in dict.fromkeys(names)}
-    if (e := checks_error(checks, root)) is not None: raise e
+    checks = {
+        n: check_dataset(n, root, size, crop_pct, decode, download, progress=progress) for n in dict.fromkeys(names)
+    }
+    if (e := checks_error(checks, root)) is not None:
+        raise e
     return checks
 
 # %% ../nbs/03f_check.ipynb #18700b51
-def data_cli(argv:list[str]|None=None):
+def data_cli(argv: list[str] | None = None):
     "`smn-data check DATASET ... [--data-dir ROOT]`: check datasets before running on them."
     ap = argparse.ArgumentParser(prog="smn-data", description="Check datasets: images, classes, unreadable files.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -114,10 +161,13 @@ def data_cli(argv:list[str]|None=None):
         ap.error(f"unknown dataset {bad[0]!r}; valid names: {sorted(DATASETS)}")
     checks = {}
     for name in dict.fromkeys(a.datasets):
-        try: checks[name] = check_dataset(name, a.data_dir, a.size, decode=a.decode, download=not a.no_download,
-                                                  progress=True)
+        try:
+            checks[name] = check_dataset(
+                name, a.data_dir, a.size, decode=a.decode, download=not a.no_download, progress=True
+            )
         except FileNotFoundError as e:
             print(f"smn-data: {e}", file=sys.stderr)
             sys.exit(2)
         print(checks[name].summary(), flush=True)
-    if (e := checks_error(checks, a.data_dir)) is not None: sys.exit(f"smn-data: {e}")
+    if (e := checks_error(checks, a.data_dir)) is not None:
+        sys.exit(f"smn-data: {e}")

@@ -25,32 +25,43 @@ ROWS = (
 )
 
 # %% ../nbs/11_compare.ipynb #b9f4c029
-def _probe_bits(rec:dict) -> int: return 32 * rec["n_classes"] * (rec["embed_dim"] + 1)
+def _probe_bits(rec: dict) -> int:
+    return 32 * rec["n_classes"] * (rec["embed_dim"] + 1)
 
-def stored_bits(rec:dict, metric:str) -> int:
+
+def stored_bits(rec: dict, metric: str) -> int:
     "Bits stored beside the pretrained backbone to rebuild the classifier that `metric` of record `rec` measures."
-    own = rec.get("adaptation_bits") or 0                     # mask file (M, SMN: with head) or fp32 weights (FFT, STN)
-    if metric == "knn_acc": return own
-    if metric == "lp_acc": return own + _probe_bits(rec)
-    return own + (_probe_bits(rec) if rec["params"]["method"] == "FFT" else 0)   # the mask file holds M's head already
+    own = rec.get("adaptation_bits") or 0  # mask file (M, SMN: with head) or fp32 weights (FFT, STN)
+    if metric == "knn_acc":
+        return own
+    if metric == "lp_acc":
+        return own + _probe_bits(rec)
+    return own + (_probe_bits(rec) if rec["params"]["method"] == "FFT" else 0)  # the mask file holds M's head already
 
 # %% ../nbs/11_compare.ipynb #e5440856
-def long_table(records:list[dict]) -> pd.DataFrame:
+def long_table(records: list[dict]) -> pd.DataFrame:
     "One row per (record, line of `ROWS` that applies to its method): label, seed, accuracy, stored bits."
-    rows = [dict(label=label, method=m, seed=r["params"]["seed"], acc=r["metrics"][metric], bits=stored_bits(r, metric))
-            for r in records for label, m, metric in ROWS if r["params"]["method"] == m and metric in r["metrics"]]
+    rows = [
+        dict(label=label, method=m, seed=r["params"]["seed"], acc=r["metrics"][metric], bits=stored_bits(r, metric))
+        for r in records
+        for label, m, metric in ROWS
+        if r["params"]["method"] == m and metric in r["metrics"]
+    ]
     return pd.DataFrame(rows)
+
 
 def compare(methods=("lp", "M"), seeds=(0, 1, 2), **params) -> pd.DataFrame:
     "Run every method for every seed (finished runs are reused) and return `long_table` of their records."
     return long_table([run_experiment(**params, method=m, seed=s) for m in methods for s in seeds])
 
 # %% ../nbs/11_compare.ipynb #35b46a94
-def summarize(df:pd.DataFrame) -> pd.DataFrame:
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
     "Mean and standard deviation over seeds of each line's accuracy, and its stored size in kbit, in `ROWS` order."
     order = [l for l, _, _ in ROWS if l in set(df.label)]
     g = df.groupby("label")
-    out = pd.DataFrame(dict(mean=g.acc.mean(), std=g.acc.std(ddof=1).fillna(0.0), seeds=g.seed.nunique(), kbit=g.bits.mean() / 1e3))
+    out = pd.DataFrame(
+        dict(mean=g.acc.mean(), std=g.acc.std(ddof=1).fillna(0.0), seeds=g.seed.nunique(), kbit=g.bits.mean() / 1e3)
+    )
     return out.loc[order]
 
 # %% ../nbs/11_compare.ipynb #2f7558c6
@@ -59,29 +70,47 @@ def _vs(t, a, b) -> str:
     how = "within one standard deviation of" if abs(d) <= s else ("above" if d > 0 else "below")
     return f"{a} {t.loc[a, 'mean']:.3f} ± {t.loc[a, 'std']:.3f} is {how} {b} {t.loc[b, 'mean']:.3f} ± {t.loc[b, 'std']:.3f}"
 
-def findings(t:pd.DataFrame) -> list[str]:
+
+def findings(t: pd.DataFrame) -> list[str]:
     "Sentences comparing the lines of a `summarize` table that are present."
-    pairs = [("M + kNN", "frozen + kNN"), ("M + linear probe", "frozen + linear probe"), ("M + its own head", "frozen + linear probe"),
-             ("FFT + its own head", "M + its own head")]
+    pairs = [
+        ("M + kNN", "frozen + kNN"),
+        ("M + linear probe", "frozen + linear probe"),
+        ("M + its own head", "frozen + linear probe"),
+        ("FFT + its own head", "M + its own head"),
+    ]
     out = [_vs(t, a, b) for a, b in pairs if a in t.index and b in t.index]
     if "M + its own head" in t.index and "frozen + linear probe" in t.index:
-        out.append(f"M stores {t.loc['M + its own head', 'kbit']:,.1f} kbit (mask, BatchNorm statistics and head); "
-                   f"the probe on frozen features {t.loc['frozen + linear probe', 'kbit']:,.1f} kbit")
+        out.append(
+            f"M stores {t.loc['M + its own head', 'kbit']:,.1f} kbit (mask, BatchNorm statistics and head); "
+            f"the probe on frozen features {t.loc['frozen + linear probe', 'kbit']:,.1f} kbit"
+        )
     return out
 
 # %% ../nbs/11_compare.ipynb #2b7e65ba
-def plot_comparison(df:pd.DataFrame, title:str=""):
+def plot_comparison(df: pd.DataFrame, title: str = ""):
     "Mean ± std test accuracy of each line (points) and its stored size in kbit (bars, log scale)."
     import matplotlib.pyplot as plt
+
     t = summarize(df)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 0.45 * len(t) + 1.2), sharey=True, gridspec_kw=dict(width_ratios=(3, 2)))
+    fig, (a, b) = plt.subplots(
+        1, 2, figsize=(10, 0.45 * len(t) + 1.2), sharey=True, gridspec_kw=dict(width_ratios=(3, 2))
+    )
     y = np.arange(len(t))[::-1]
     a.errorbar(t["mean"], y, xerr=t["std"], fmt="o", capsize=3)
-    for yi, m in zip(y, t["mean"]): a.annotate(f"{m:.3f}", (m, yi), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
-    a.set(yticks=y, yticklabels=t.index, xlabel=f"test accuracy (mean ± std over {int(t.seeds.max())} seeds)", title=title)
-    k = t["kbit"].to_numpy(); pos = k > 0                      # nothing stored: no bar, the word "none"
+    for yi, m in zip(y, t["mean"]):
+        a.annotate(f"{m:.3f}", (m, yi), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    a.set(
+        yticks=y, yticklabels=t.index, xlabel=f"test accuracy (mean ± std over {int(t.seeds.max())} seeds)", title=title
+    )
+    k = t["kbit"].to_numpy()
+    pos = k > 0  # nothing stored: no bar, the word "none"
     lo = k[pos].min() / 10 if pos.any() else 0.1
-    b.barh(y[pos], k[pos]); b.set(xscale="log", xlim=(lo, max(k.max(), lo) * 3), xlabel="stored beside the backbone (kbit, log)")
-    for yi, ki in zip(y, k): b.annotate(f"{ki:,.0f}" if ki else "none", (max(ki, lo), yi), xytext=(3, -3), textcoords="offset points", fontsize=8)
+    b.barh(y[pos], k[pos])
+    b.set(xscale="log", xlim=(lo, max(k.max(), lo) * 3), xlabel="stored beside the backbone (kbit, log)")
+    for yi, ki in zip(y, k):
+        b.annotate(
+            f"{ki:,.0f}" if ki else "none", (max(ki, lo), yi), xytext=(3, -3), textcoords="offset points", fontsize=8
+        )
     fig.tight_layout()
     return fig

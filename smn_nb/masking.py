@@ -30,12 +30,13 @@ __all__ = ['MASK_MODES', 'SCORE_INITS', 'PRESETS', 'CTX_BINS', 'CTX_PRIOR', 'CTX
 # %% ../nbs/01_masking.ipynb #e77e7da3
 class _ThresholdMask(torch.autograd.Function):
     "`W*M/alpha` with `M=[S>mu]`, `alpha=sqrt(mean(M))`; pass-through gradient including the `alpha` term."
+
     @staticmethod
     def forward(ctx, weight, score, mu):
         out = torch.gt(score, mu, out=torch.empty_like(weight))  # M as 0./1. in the output buffer
-        n = out.sum().clamp_(min=1)                              # active count (>=1: no 0/0)
-        inv_alpha = torch.rsqrt(n / weight.numel())              # 1/alpha, a 0-d tensor (no host sync)
-        out.mul_(weight).mul_(inv_alpha)                         # theta = W*M/alpha, in place: one allocation
+        n = out.sum().clamp_(min=1)  # active count (>=1: no 0/0)
+        inv_alpha = torch.rsqrt(n / weight.numel())  # 1/alpha, a 0-d tensor (no host sync)
+        out.mul_(weight).mul_(inv_alpha)  # theta = W*M/alpha, in place: one allocation
         ctx.save_for_backward(weight, score, out, inv_alpha, n)  # `out` is the tensor the layer saves anyway
         ctx.mu = mu
         return out
@@ -43,67 +44,77 @@ class _ThresholdMask(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         weight, score, theta, inv_alpha, n = ctx.saved_tensors
-        c = torch.dot(g.reshape(-1), theta.reshape(-1)) / (2 * n)      # sum(G*theta) / (2 sum M)
-        g_score = torch.addcmul(-c / inv_alpha, g, weight).mul_(inv_alpha)   # G*W/alpha - c, two fused passes
+        c = torch.dot(g.reshape(-1), theta.reshape(-1)) / (2 * n)  # sum(G*theta) / (2 sum M)
+        g_score = torch.addcmul(-c / inv_alpha, g, weight).mul_(inv_alpha)  # G*W/alpha - c, two fused passes
         g_weight = g * (score > ctx.mu) * inv_alpha if ctx.needs_input_grad[0] else None
         return g_weight, g_score, None
 
 # %% ../nbs/01_masking.ipynb #8c3fbe9e
-_SAMPLE = 16384                  # scores sampled to bracket the k-th largest (CPU selection)
+_SAMPLE = 16384  # scores sampled to bracket the k-th largest (CPU selection)
 
-def _kth_largest(a:np.ndarray,   # flat float scores
-                 k:int,          # rank from the top, in [1, a.size]
-                ) -> tuple[float, int]:
+
+def _kth_largest(
+    a: np.ndarray,  # flat float scores
+    k: int,  # rank from the top, in [1, a.size]
+) -> tuple[float, int]:
     "The `k`-th largest value `t` of `a` and how many entries are `>= t`, exactly; a sampled bracket spares a full selection."
     n = a.size
     if n > 4 * _SAMPLE:
-        s = a[:: n // _SAMPLE]                                       # a fixed, spread sample
-        ks = k * s.size / n; m = 4 * math.sqrt(ks * (1 - k / n)) + 8   # its rank of t, +- 4 standard errors
+        s = a[:: n // _SAMPLE]  # a fixed, spread sample
+        ks = k * s.size / n
+        m = 4 * math.sqrt(ks * (1 - k / n)) + 8  # its rank of t, +- 4 standard errors
         r_hi, r_lo = max(0, int(ks - m)), min(s.size - 1, int(ks + m))  # ranks from the top, 0-based
         part = np.partition(s, [s.size - 1 - r_lo, s.size - 1 - r_hi])
         lo, hi = part[s.size - 1 - r_lo], part[s.size - 1 - r_hi]
         le = a <= hi
         above = n - np.count_nonzero(le)
-        band = a[np.logical_and(a >= lo, le, out=le)]                # the scores in [lo, hi]
-        j = k - above                                                # t's rank from the top within [lo, hi]
-        if 1 <= j <= band.size:                                      # else the sample misled: select on everything
+        band = a[np.logical_and(a >= lo, le, out=le)]  # the scores in [lo, hi]
+        j = k - above  # t's rank from the top within [lo, hi]
+        if 1 <= j <= band.size:  # else the sample misled: select on everything
             t = np.partition(band, band.size - j)[band.size - j]
             return float(t), above + int(np.count_nonzero(band >= t))
     t = np.partition(a, n - k)[n - k]
     return float(t), int(np.count_nonzero(a >= t))
 
-def _topk_count(density:float, n:int) -> int: return max(1, math.ceil(density * n - 1e-6))   # density=k/N gives k back
 
-def topk_mask(score:torch.Tensor, # scores of one tensor
-              density:float,      # fraction of entries kept, in (0, 1]
-              out:torch.Tensor|None=None, # where to write M (bool or float); a new bool tensor if None
-             ) -> torch.Tensor:
+def _topk_count(density: float, n: int) -> int:
+    return max(1, math.ceil(density * n - 1e-6))  # density=k/N gives k back
+
+
+def topk_mask(
+    score: torch.Tensor,  # scores of one tensor
+    density: float,  # fraction of entries kept, in (0, 1]
+    out: torch.Tensor | None = None,  # where to write M (bool or float); a new bool tensor if None
+) -> torch.Tensor:
     "Mask keeping exactly `ceil(density*numel)` highest scores; ties at the threshold keep the lowest indices."
-    if out is not None and not out.is_contiguous(): return out.copy_(topk_mask(score, density))   # e.g. channels-last
+    if out is not None and not out.is_contiguous():
+        return out.copy_(topk_mask(score, density))  # e.g. channels-last
     k = _topk_count(density, score.numel())
     out = torch.empty(score.shape, dtype=torch.bool, device=score.device) if out is None else out
-    if score.device.type != "cpu":                                   # a GPU selects fast: one top-k, no host sync
-        flat = out.view(-1); flat.zero_()
+    if score.device.type != "cpu":  # a GPU selects fast: one top-k, no host sync
+        flat = out.view(-1)
+        flat.zero_()
         flat[score.detach().flatten().topk(k, sorted=False).indices] = 1
         return out
     s = score.detach()
     a = s.reshape(-1).numpy() if s.dtype in (torch.float32, torch.float64) else s.float().reshape(-1).numpy()
     t, n_ge = _kth_largest(a, k)
     torch.ge(s, t, out=out)
-    if n_ge > k:                                                     # ties at t: drop the last n_ge - k of them
-        out.view(-1)[torch.from_numpy(np.flatnonzero(a == t)[k - n_ge:])] = 0
+    if n_ge > k:  # ties at t: drop the last n_ge - k of them
+        out.view(-1)[torch.from_numpy(np.flatnonzero(a == t)[k - n_ge :])] = 0
     return out
 
 # %% ../nbs/01_masking.ipynb #df574222
 class _TopkMask(torch.autograd.Function):
     "`W*M/alpha` with `M` the top-k scores; pass-through gradient (alpha is constant)."
+
     @staticmethod
     def forward(ctx, weight, score, density):
-        out = topk_mask(score, density, out=torch.empty_like(weight))   # M as 0./1. in the output buffer
+        out = topk_mask(score, density, out=torch.empty_like(weight))  # M as 0./1. in the output buffer
         inv_alpha = math.sqrt(weight.numel() / _topk_count(density, weight.numel()))
         ctx.save_for_backward(weight, out.bool() if ctx.needs_input_grad[0] else None)
         ctx.inv_alpha = inv_alpha
-        return out.mul_(weight).mul_(inv_alpha)                      # theta = W*M/alpha, in place
+        return out.mul_(weight).mul_(inv_alpha)  # theta = W*M/alpha, in place
 
     @staticmethod
     def backward(ctx, g):
@@ -115,53 +126,69 @@ class _TopkMask(torch.autograd.Function):
 MASK_MODES = ("threshold", "topk")
 SCORE_INITS = ("constant", "kaiming")
 
+
 def _real(v) -> bool:
     "Is `v` a finite real number (a bool is not)?"
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and v == v and abs(v) < 1e300
 
+
 def _check_mask_args(s0, mu, mode, density, init="constant"):
     "Raise a `ValueError` naming the bad value unless these are valid `ScoreMask` settings."
-    if not (isinstance(mode, str) and mode in MASK_MODES): raise ValueError(f"mode={mode!r} is not one of {MASK_MODES}")
-    if not (_real(s0) and _real(mu)): raise ValueError(f"s0={s0!r} and mu={mu!r} must be finite numbers")
+    if not (isinstance(mode, str) and mode in MASK_MODES):
+        raise ValueError(f"mode={mode!r} is not one of {MASK_MODES}")
+    if not (_real(s0) and _real(mu)):
+        raise ValueError(f"s0={s0!r} and mu={mu!r} must be finite numbers")
     if mode == "topk" and not (_real(density) and 0 < density <= 1):
         raise ValueError(f"top-k mode needs 0 < density <= 1, got density={density!r}")
     if mode == "threshold" and not s0 > mu:
         raise ValueError(f"s0={s0} must exceed mu={mu}: every weight starts active")
-    if not (isinstance(init, str) and init in SCORE_INITS): raise ValueError(f"init={init!r} is not one of {SCORE_INITS}")
+    if not (isinstance(init, str) and init in SCORE_INITS):
+        raise ValueError(f"init={init!r} is not one of {SCORE_INITS}")
     if init == "kaiming" and mode != "topk":
-        raise ValueError(f"init='kaiming' is for mode='topk', not mode={mode!r}: a threshold mask starts with every weight active")
+        raise ValueError(
+            f"init='kaiming' is for mode='topk', not mode={mode!r}: a threshold mask starts with every weight active"
+        )
 
-def _kaiming_scores(weight:torch.Tensor, generator:torch.Generator|None=None) -> torch.Tensor:
+
+def _kaiming_scores(weight: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     "Scores as `nn.init.kaiming_uniform_(a=sqrt(5))` draws a layer's weights: U(-b, b), b = 1/sqrt(fan_in)."
     s = torch.empty(weight.shape, dtype=weight.dtype)
-    if s.ndim > 1: nn.init.kaiming_uniform_(s, a=math.sqrt(5), generator=generator)
-    else: b = 1 / math.sqrt(max(s.numel(), 1)); s.uniform_(-b, b, generator=generator)   # a bias: fan_in = its size
+    if s.ndim > 1:
+        nn.init.kaiming_uniform_(s, a=math.sqrt(5), generator=generator)
+    else:
+        b = 1 / math.sqrt(max(s.numel(), 1))
+        s.uniform_(-b, b, generator=generator)  # a bias: fan_in = its size
     return s.to(weight.device)
 
 # %% ../nbs/01_masking.ipynb #630f0dd1
 class ScoreMask(nn.Module):
     "Parametrization `W -> W*M/alpha` holding the trainable scores `S` (threshold or top-k mode)."
-    def __init__(self,
-                 weight:torch.Tensor,      # the pretrained tensor being masked (for shape/dtype/device)
-                 s0:float=1.0,             # initial score S^0 (> mu: every weight starts active)
-                 mu:float=0.0,             # threshold mu
-                 mode:str="threshold",     # "threshold" (the paper) or "topk" (edge-popup baseline)
-                 density:float|None=None,  # kept fraction, top-k mode only
-                 jitter:float=1e-3,        # top-k only: scores start at s0*(1+U(0,jitter)) to break ties at random
-                 generator:torch.Generator|None=None,
-                 init:str="constant"):     # "constant" (S0, top-k jittered) or "kaiming" (top-k only: U(+-1/sqrt(fan_in)))
+
+    def __init__(
+        self,
+        weight: torch.Tensor,  # the pretrained tensor being masked (for shape/dtype/device)
+        s0: float = 1.0,  # initial score S^0 (> mu: every weight starts active)
+        mu: float = 0.0,  # threshold mu
+        mode: str = "threshold",  # "threshold" (the paper) or "topk" (edge-popup baseline)
+        density: float | None = None,  # kept fraction, top-k mode only
+        jitter: float = 1e-3,  # top-k only: scores start at s0*(1+U(0,jitter)) to break ties at random
+        generator: torch.Generator | None = None,
+        init: str = "constant",
+    ):  # "constant" (S0, top-k jittered) or "kaiming" (top-k only: U(+-1/sqrt(fan_in)))
         super().__init__()
         _check_mask_args(s0, mu, mode, density, init)
         self.mu, self.mode, self.density, self.s0, self.init = float(mu), mode, density, float(s0), init
         score = torch.full_like(weight, s0, memory_format=torch.contiguous_format)
-        if init == "kaiming": score = _kaiming_scores(weight, generator)
+        if init == "kaiming":
+            score = _kaiming_scores(weight, generator)
         elif mode == "topk" and jitter:
             u = torch.rand(weight.shape, generator=generator, dtype=weight.dtype).to(weight.device)
             score = score * (1 + jitter * u)
         self.score = nn.Parameter(score)
 
     def forward(self, weight):
-        if self.mode == "topk": return _TopkMask.apply(weight, self.score, self.density)
+        if self.mode == "topk":
+            return _TopkMask.apply(weight, self.score, self.density)
         return _ThresholdMask.apply(weight, self.score, self.mu)
 
     @torch.no_grad()
@@ -170,72 +197,100 @@ class ScoreMask(nn.Module):
         return topk_mask(self.score, self.density) if self.mode == "topk" else self.score > self.mu
 
     @torch.no_grad()
-    def set_mask(self, m:torch.Tensor):
+    def set_mask(self, m: torch.Tensor):
         "Set scores so that `mask()` equals `m` (used when loading a stored mask)."
         if self.mode == "topk":
-            self.density = int(m.sum()) / m.numel()           # exact, so that topk_mask keeps exactly these
+            self.density = int(m.sum()) / m.numel()  # exact, so that topk_mask keeps exactly these
             self.score.copy_(torch.where(m, 1.0, 0.0))
         else:
-            hi, lo = self.s0, 2 * self.mu - self.s0          # symmetric about mu
+            hi, lo = self.s0, 2 * self.mu - self.s0  # symmetric about mu
             self.score.copy_(torch.where(m.to(self.score.device), hi, lo))
 
-    def extra_repr(self): return f"mode={self.mode}, mu={self.mu}, density={self.density}, init={self.init}"
+    def extra_repr(self):
+        return f"mode={self.mode}, mu={self.mu}, density={self.density}, init={self.init}"
 
 # %% ../nbs/01_masking.ipynb #3eb6b39c
-def _is_clip_block(name): return re.search(r"(^|\.)resblocks\.\d+\.", name + ".") is not None
+def _is_clip_block(name):
+    return re.search(r"(^|\.)resblocks\.\d+\.", name + ".") is not None
+
 
 PRESETS: dict[str, Callable[[str, str, nn.Module], bool]] = {
     "resnet": lambda mn, pn, m: isinstance(m, nn.Conv2d) and pn == "weight",
-    "resnet-authors": lambda mn, pn, m: (isinstance(m, nn.Conv2d) and pn == "weight")
-        or ("downsample" in mn and isinstance(m, nn.modules.batchnorm._BatchNorm) and pn in ("weight", "bias")),
-    "clip-vit": lambda mn, pn, m: _is_clip_block(mn) and (
-        (isinstance(m, nn.MultiheadAttention) and pn in ("in_proj_weight", "in_proj_bias"))
-        or (isinstance(m, nn.Linear) and re.search(r"\.(attn\.out_proj|mlp\.c_fc|mlp\.c_proj)$", mn) is not None
-            and pn in ("weight", "bias"))),
-    "vit": lambda mn, pn, m: isinstance(m, nn.Linear) and pn in ("weight", "bias")
-        and re.search(r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))$", mn) is not None,
+    "resnet-authors": lambda mn, pn, m: (
+        (isinstance(m, nn.Conv2d) and pn == "weight")
+        or ("downsample" in mn and isinstance(m, nn.modules.batchnorm._BatchNorm) and pn in ("weight", "bias"))
+    ),
+    "clip-vit": lambda mn, pn, m: (
+        _is_clip_block(mn)
+        and (
+            (isinstance(m, nn.MultiheadAttention) and pn in ("in_proj_weight", "in_proj_bias"))
+            or (
+                isinstance(m, nn.Linear)
+                and re.search(r"\.(attn\.out_proj|mlp\.c_fc|mlp\.c_proj)$", mn) is not None
+                and pn in ("weight", "bias")
+            )
+        )
+    ),
+    "vit": lambda mn, pn, m: (
+        isinstance(m, nn.Linear)
+        and pn in ("weight", "bias")
+        and re.search(r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))$", mn) is not None
+    ),
 }
 
-def select_targets(model:nn.Module,
-                   targets:str|Callable, # a preset name (see `PRESETS`) or fn(module_name, param_name, module) -> bool
-                  ) -> list[tuple[str, str]]:
+
+def select_targets(
+    model: nn.Module,
+    targets: str | Callable,  # a preset name (see `PRESETS`) or fn(module_name, param_name, module) -> bool
+) -> list[tuple[str, str]]:
     "The `(module_name, param_name)` pairs of `model` that `targets` selects, in module order."
     if isinstance(targets, str):
-        if targets not in PRESETS: raise KeyError(f"unknown masking preset {targets!r}; valid presets: {sorted(PRESETS)}")
+        if targets not in PRESETS:
+            raise KeyError(f"unknown masking preset {targets!r}; valid presets: {sorted(PRESETS)}")
         targets = PRESETS[targets]
     out = []
     for mn, m in model.named_modules():
-        if isinstance(m, ScoreMask) or ".parametrizations." in f".{mn}.": continue
+        if isinstance(m, ScoreMask) or ".parametrizations." in f".{mn}.":
+            continue
         names = list(m.parametrizations.keys()) if parametrize.is_parametrized(m) else []
         names += [pn for pn, p in m.named_parameters(recurse=False) if p is not None and "." not in pn]
         for pn in dict.fromkeys(names):
-            if pn == "parametrizations": continue
-            if targets(mn, pn, m): out.append((mn, pn))
+            if pn == "parametrizations":
+                continue
+            if targets(mn, pn, m):
+                out.append((mn, pn))
     return out
 
 # %% ../nbs/01_masking.ipynb #0a457e72
-def mask_model(model:nn.Module,
-               targets:str|Callable="resnet", # preset name or predicate (see `select_targets`)
-               s0:float=1.0,                  # initial score S^0
-               mu:float=0.0,                  # threshold mu
-               mode:str="threshold",          # "threshold" or "topk"
-               density:float|None=None,       # top-k mode: fraction of weights kept per tensor
-               freeze:bool=True,              # freeze every non-score parameter of `model`
-               seed:int=0,                    # top-k: the tie-breaking jitter or the kaiming scores
-               init:str="constant",           # scores: "constant" (S^0) or "kaiming" (top-k only, the authors' baseline)
-              ) -> nn.Module:
+def mask_model(
+    model: nn.Module,
+    targets: str | Callable = "resnet",  # preset name or predicate (see `select_targets`)
+    s0: float = 1.0,  # initial score S^0
+    mu: float = 0.0,  # threshold mu
+    mode: str = "threshold",  # "threshold" or "topk"
+    density: float | None = None,  # top-k mode: fraction of weights kept per tensor
+    freeze: bool = True,  # freeze every non-score parameter of `model`
+    seed: int = 0,  # top-k: the tie-breaking jitter or the kaiming scores
+    init: str = "constant",  # scores: "constant" (S^0) or "kaiming" (top-k only, the authors' baseline)
+) -> nn.Module:
     "Mask the tensors of `model` chosen by `targets` in place; return `model` (unchanged if this raises)."
     _check_mask_args(s0, mu, mode, density, init)
     if not (isinstance(targets, str) or callable(targets)):
         raise TypeError(f"targets={targets!r} is neither a preset name {sorted(PRESETS)} nor a predicate")
     sel = select_targets(model, targets)
-    if not sel: raise ValueError(f"targets={targets!r} selects no tensor of this {type(model).__name__}")
+    if not sel:
+        raise ValueError(f"targets={targets!r} selects no tensor of this {type(model).__name__}")
     already = [f"{mn}.{pn}" for mn, pn in sel if _score_mask(model.get_submodule(mn), pn) is not None]
-    if already: raise ValueError(f"already masked: {already[:3]}... call `merge` or build a fresh model first")
+    if already:
+        raise ValueError(f"already masked: {already[:3]}... call `merge` or build a fresh model first")
     g = torch.Generator().manual_seed(seed)
-    sms = [ScoreMask(getattr(model.get_submodule(mn), pn).detach(), s0, mu, mode, density, generator=g, init=init) for mn, pn in sel]
-    if freeze:                                       # from here on nothing can fail on bad input
-        for p in model.parameters(): p.requires_grad_(False)
+    sms = [
+        ScoreMask(getattr(model.get_submodule(mn), pn).detach(), s0, mu, mode, density, generator=g, init=init)
+        for mn, pn in sel
+    ]
+    if freeze:  # from here on nothing can fail on bad input
+        for p in model.parameters():
+            p.requires_grad_(False)
     for (mn, pn), sm in zip(sel, sms):
         mod = model.get_submodule(mn)
         parametrize.register_parametrization(mod, pn, sm)
@@ -244,56 +299,69 @@ def mask_model(model:nn.Module,
 
 # %% ../nbs/01_masking.ipynb #5699cc86
 def _score_mask(mod, pn):
-    if not parametrize.is_parametrized(mod, pn): return None
+    if not parametrize.is_parametrized(mod, pn):
+        return None
     return next((p for p in mod.parametrizations[pn] if isinstance(p, ScoreMask)), None)
 
-def _full_name(mn:str, pn:str) -> str: return f"{mn}.{pn}" if mn else pn
 
-def masked_tensors(model:nn.Module) -> dict[str, ScoreMask]:
+def _full_name(mn: str, pn: str) -> str:
+    return f"{mn}.{pn}" if mn else pn
+
+
+def masked_tensors(model: nn.Module) -> dict[str, ScoreMask]:
     "Map `'module.param'` -> its `ScoreMask`, for every masked tensor of `model`."
     out = {}
     for mn, m in model.named_modules():
         if parametrize.is_parametrized(m):
             for pn in m.parametrizations.keys():
                 sm = _score_mask(m, pn)
-                if sm is not None: out[_full_name(mn, pn)] = sm
+                if sm is not None:
+                    out[_full_name(mn, pn)] = sm
     return out
 
-def score_parameters(model:nn.Module) -> list[nn.Parameter]:
+
+def score_parameters(model: nn.Module) -> list[nn.Parameter]:
     "The score tensors of `model`, for the optimiser (SGD, momentum 0.9, no weight decay)."
     return [sm.score for sm in masked_tensors(model).values()]
 
 # %% ../nbs/01_masking.ipynb #49ed52de
-def set_density(model:nn.Module,
-                density:float,   # kept fraction of every top-k mask, in (0, 1]
-               ) -> nn.Module:
+def set_density(
+    model: nn.Module,
+    density: float,  # kept fraction of every top-k mask, in (0, 1]
+) -> nn.Module:
     "Set the kept fraction of every top-k mask of `model` in place; return `model`."
     tk = [sm for sm in masked_tensors(model).values() if sm.mode == "topk"]
-    if not tk: raise ValueError(f"this {type(model).__name__} has no top-k masks: mask it with mode='topk' first")
+    if not tk:
+        raise ValueError(f"this {type(model).__name__} has no top-k masks: mask it with mode='topk' first")
     _check_mask_args(1.0, 0.0, "topk", density)
-    for sm in tk: sm.density = float(density)
+    for sm in tk:
+        sm.density = float(density)
     return model
 
-def linear_density(epoch:int,       # e, 0-based
-                   epochs:int,      # E
-                   target:float,    # d, the density of the last epoch
-                   start:float=1.0, # the density of the first epoch
-                  ) -> float:
+
+def linear_density(
+    epoch: int,  # e, 0-based
+    epochs: int,  # E
+    target: float,  # d, the density of the last epoch
+    start: float = 1.0,  # the density of the first epoch
+) -> float:
     "Density of epoch `e` of `E`, linear from `start` at the first epoch to `target` at the last."
     if not (isinstance(epochs, int) and epochs >= 1 and isinstance(epoch, int) and 0 <= epoch < epochs):
         raise ValueError(f"epoch={epoch!r} must be an int in [0, epochs={epochs!r}), epochs an int >= 1")
     return float(target) if epochs == 1 else start + (target - start) * epoch / (epochs - 1)
 
 # %% ../nbs/01_masking.ipynb #37d53e2e
-def binary_entropy(p:float) -> float:
+def binary_entropy(p: float) -> float:
     "Entropy in bits of a Bernoulli(`p`) variable."
     return 0.0 if p <= 0 or p >= 1 else float(-p * math.log2(p) - (1 - p) * math.log2(1 - p))
 
-def mask_stats(model:nn.Module) -> pd.DataFrame:
+
+def mask_stats(model: nn.Module) -> pd.DataFrame:
     "Per masked tensor and in total: weights, active count and fraction, entropy in bits."
     rows = []
     for name, sm in masked_tensors(model).items():
-        m = sm.mask(); n, a = m.numel(), int(m.sum())
+        m = sm.mask()
+        n, a = m.numel(), int(m.sum())
         rows.append(dict(tensor=name, numel=n, active=a, active_frac=a / n, entropy_bits=n * binary_entropy(a / n)))
     df = pd.DataFrame(rows, columns=["tensor", "numel", "active", "active_frac", "entropy_bits"])
     tot = dict(tensor="total", numel=df.numel.sum(), active=df.active.sum(), entropy_bits=df.entropy_bits.sum())
@@ -303,144 +371,189 @@ def mask_stats(model:nn.Module) -> pd.DataFrame:
 # %% ../nbs/01_masking.ipynb #e3a37f20
 class MaskFileError(ValueError):
     "A mask file (or coded mask) that cannot be read, validated or decoded; the message says which and why."
-    path = None                                    # set once the message names the file
 
-def _need(ok, problem:str):
+    path = None  # set once the message names the file
+
+
+def _need(ok, problem: str):
     "Raise `MaskFileError(problem)` unless `ok`."
-    if not ok: raise MaskFileError(problem)
+    if not ok:
+        raise MaskFileError(problem)
+
 
 def _nat(v, hi=None) -> bool:
     "Is `v` an int (not a bool) in `[0, hi]`?"
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0 and (hi is None or v <= hi)
 
+
 @contextmanager
 def _reading(path):
     "Re-raise every failure inside as a `MaskFileError` whose message starts with the file's name."
-    try: yield
+    try:
+        yield
     except MaskFileError as e:
-        if e.path is not None: raise
-        err = MaskFileError(f"mask file {path}: {e}"); err.path = path
+        if e.path is not None:
+            raise
+        err = MaskFileError(f"mask file {path}: {e}")
+        err.path = path
         raise err from e.__cause__
     except Exception as e:
-        err = MaskFileError(f"mask file {path}: unexpected {type(e).__name__} while reading it: {e}"); err.path = path
+        err = MaskFileError(f"mask file {path}: unexpected {type(e).__name__} while reading it: {e}")
+        err.path = path
         raise err from e
 
 # %% ../nbs/01_masking.ipynb #405782f4
-def _rice_bits(gaps:np.ndarray, k:int) -> int:
+def _rice_bits(gaps: np.ndarray, k: int) -> int:
     "Exact size in bits of Rice(k)-coding `gaps`: unary quotient + terminating 0 + k remainder bits."
     return int((gaps >> k).sum()) + len(gaps) * (1 + k)
 
-def rice_encode(gaps:np.ndarray, k:int) -> tuple[bytes, bytes]:
+
+def rice_encode(gaps: np.ndarray, k: int) -> tuple[bytes, bytes]:
     "Rice-code non-negative `gaps` with parameter `k` into (unary stream, remainder stream)."
     gaps = np.asarray(gaps, dtype=np.int64)
     q = gaps >> k
-    ends = np.cumsum(q + 1) - 1                        # position of each codeword's terminating 0
+    ends = np.cumsum(q + 1) - 1  # position of each codeword's terminating 0
     unary = np.ones(int(ends[-1]) + 1 if len(gaps) else 0, dtype=np.uint8)
     unary[ends] = 0
     if k:
         r = gaps & ((1 << k) - 1)
-        rbits = ((r[:, None] >> np.arange(k - 1, -1, -1)) & 1).astype(np.uint8)   # (n, k), MSB first
+        rbits = ((r[:, None] >> np.arange(k - 1, -1, -1)) & 1).astype(np.uint8)  # (n, k), MSB first
         rem = np.packbits(rbits.reshape(-1)).tobytes()
-    else: rem = b""
+    else:
+        rem = b""
     return np.packbits(unary).tobytes(), rem
 
 # %% ../nbs/01_masking.ipynb #c5b8c48d
-def rice_decode(unary:bytes, rem:bytes, n:int, k:int) -> np.ndarray:
+def rice_decode(unary: bytes, rem: bytes, n: int, k: int) -> np.ndarray:
     "Inverse of `rice_encode` for `n` gaps; streams that do not hold exactly `n` codewords raise `MaskFileError`."
-    _need(len(rem) == (n * k + 7) // 8, f"the Rice remainder stream has {len(rem)} bytes, {n} gaps of {k} bits need {(n * k + 7) // 8}")
-    if n == 0: _need(not unary, "a Rice code of no gaps has a non-empty unary stream"); return np.zeros(0, dtype=np.int64)
+    _need(
+        len(rem) == (n * k + 7) // 8,
+        f"the Rice remainder stream has {len(rem)} bytes, {n} gaps of {k} bits need {(n * k + 7) // 8}",
+    )
+    if n == 0:
+        _need(not unary, "a Rice code of no gaps has a non-empty unary stream")
+        return np.zeros(0, dtype=np.int64)
     ub = np.unpackbits(np.frombuffer(unary, dtype=np.uint8))
-    ends = np.flatnonzero(ub == 0)[:n]                 # the n terminating zeros (padding is zeros, after them)
-    _need(len(ends) == n and len(unary) == ends[-1] // 8 + 1 and not ub[ends[-1]:].any(),
-          f"the Rice unary stream of {len(unary)} bytes does not hold exactly {n} codewords")
+    ends = np.flatnonzero(ub == 0)[:n]  # the n terminating zeros (padding is zeros, after them)
+    _need(
+        len(ends) == n and len(unary) == ends[-1] // 8 + 1 and not ub[ends[-1] :].any(),
+        f"the Rice unary stream of {len(unary)} bytes does not hold exactly {n} codewords",
+    )
     q = np.diff(ends, prepend=-1) - 1
     _need(k <= 48 and int(q.max()) < 1 << (62 - k), f"a Rice quotient overflows with k={k}")
     r = np.zeros(n, dtype=np.int64)
     if k:
         rb = np.unpackbits(np.frombuffer(rem, dtype=np.uint8))[: n * k].reshape(n, k)
-        for j in range(k): r = (r << 1) | rb[:, j]   # MSB first; (n, k) uint8, no (n, k) int64 copy
+        for j in range(k):
+            r = (r << 1) | rb[:, j]  # MSB first; (n, k) uint8, no (n, k) int64 copy
     return (q << k) + r
 
 # %% ../nbs/01_masking.ipynb #97c1252b
-CTX_BINS, CTX_PRIOR = 16, 4.0      # |w| quantile bins per tensor (and per output channel); prior strength
-CTX_BACKOFF = 64.0                 # pseudo-counts pulling a (tensor bin, channel bin) rate towards its tensor bin's
+CTX_BINS, CTX_PRIOR = 16, 4.0  # |w| quantile bins per tensor (and per output channel); prior strength
+CTX_BACKOFF = 64.0  # pseudo-counts pulling a (tensor bin, channel bin) rate towards its tensor bin's
 
-def _row_bins(a:np.ndarray, k:int, sample:int=4096) -> np.ndarray:
+
+def _row_bins(a: np.ndarray, k: int, sample: int = 4096) -> np.ndarray:
     "Bin `0..k-1` of each entry of the rows of `a` (2-d |w|) among `k` quantiles of its row, as uint8."
     f = a.shape[1]
-    s = a if f <= sample else a[:, (np.arange(sample, dtype=np.int64) * 2654435761) % f]   # a fixed, spread sample
+    s = a if f <= sample else a[:, (np.arange(sample, dtype=np.int64) * 2654435761) % f]  # a fixed, spread sample
     idx = (np.arange(1, k) * s.shape[1]) // k
     thr, out = np.partition(s, idx, axis=1)[:, idx], np.zeros(a.shape, dtype=np.uint8)
-    for j in range(k - 1): out += a >= thr[:, j:j + 1]
+    for j in range(k - 1):
+        out += a >= thr[:, j : j + 1]
     return out.reshape(-1)
 
-def weight_bins(w:np.ndarray,       # the base weights of one tensor (any shape)
-                k:int=CTX_BINS,     # number of (nearly) equal-count bins
-               ) -> np.ndarray:
+
+def weight_bins(
+    w: np.ndarray,  # the base weights of one tensor (any shape)
+    k: int = CTX_BINS,  # number of (nearly) equal-count bins
+) -> np.ndarray:
     "Bin `0..k-1` of each `|w|` among its tensor's `k` quantiles; thresholds are order statistics of a fixed sample (exact)."
     a = np.abs(np.asarray(w, dtype=np.float32).reshape(1, -1))
     return _row_bins(a, k, 1 << 16) if a.size else np.zeros(0, dtype=np.uint8)
 
-def channel_bins(w:np.ndarray, k:int=CTX_BINS) -> np.ndarray:
+
+def channel_bins(w: np.ndarray, k: int = CTX_BINS) -> np.ndarray:
     "Bin `0..k-1` of each `|w|` among the `k` quantiles of its output channel (`w[c]`; the whole tensor if 1-d)."
     w = np.asarray(w, dtype=np.float32)
     a = np.abs(w.reshape(w.shape[0] if w.ndim > 1 else 1, -1))
     return _row_bins(a, k) if a.size else np.zeros(0, dtype=np.uint8)
 
-def _ctx_walk(w:np.ndarray, zeros:int, code:Callable) -> np.ndarray:
+
+def _ctx_walk(w: np.ndarray, zeros: int, code: Callable) -> np.ndarray:
     "Walk the chunks; `code(p, lo, hi)` (de)codes symbols `lo:hi` (1 = zero) under `p` and returns them."
-    K, b = CTX_BINS, weight_bins(w).astype(np.intp); c = b * K + channel_bins(w)
+    K, b = CTX_BINS, weight_bins(w).astype(np.intp)
+    c = b * K + channel_bins(w)
     n, z1, n1, z2, n2 = len(b), np.zeros(K), np.zeros(K), np.zeros(K * K), np.zeros(K * K)
     out, r, lo, step = np.empty(n, dtype=np.int32), zeros / max(n, 1), 0, 64
     while lo < n:
-        hi = min(n, lo + step); bb, cc = b[lo:hi], c[lo:hi]
-        p1 = np.repeat((z1 + CTX_PRIOR * r) / (n1 + CTX_PRIOR), K)              # p(zero | tensor bin)
-        p = np.clip((z2 + CTX_BACKOFF * p1) / (n2 + CTX_BACKOFF), 1e-6, 1 - 1e-6)[cc]   # p(zero | both bins)
+        hi = min(n, lo + step)
+        bb, cc = b[lo:hi], c[lo:hi]
+        p1 = np.repeat((z1 + CTX_PRIOR * r) / (n1 + CTX_PRIOR), K)  # p(zero | tensor bin)
+        p = np.clip((z2 + CTX_BACKOFF * p1) / (n2 + CTX_BACKOFF), 1e-6, 1 - 1e-6)[cc]  # p(zero | both bins)
         out[lo:hi] = s = code(p, lo, hi)
-        z1 += np.bincount(bb, weights=s, minlength=K); n1 += np.bincount(bb, minlength=K)
-        z2 += np.bincount(cc, weights=s, minlength=K * K); n2 += np.bincount(cc, minlength=K * K)
+        z1 += np.bincount(bb, weights=s, minlength=K)
+        n1 += np.bincount(bb, minlength=K)
+        z2 += np.bincount(cc, weights=s, minlength=K * K)
+        n2 += np.bincount(cc, minlength=K * K)
         lo, step = hi, min(2 * step, 1 << 16)
     return out
 
-def _bernoulli(): return constriction.stream.model.Bernoulli(perfect=False)
+
+def _bernoulli():
+    return constriction.stream.model.Bernoulli(perfect=False)
 
 # %% ../nbs/01_masking.ipynb #0a15b6eb
-def ctx_encode(m:np.ndarray,   # flat bool mask
-               w:np.ndarray,   # the base weights it masks (same number of entries)
-              ) -> bytes:
+def ctx_encode(
+    m: np.ndarray,  # flat bool mask
+    w: np.ndarray,  # the base weights it masks (same number of entries)
+) -> bytes:
     "Range-code the zeros of `m` under the `|w|`-bin context model; the payload is little-endian 32-bit words."
     zero = (~np.asarray(m, dtype=bool).reshape(-1)).astype(np.int32)
     enc, fam = constriction.stream.queue.RangeEncoder(), _bernoulli()
-    def code(p, lo, hi): enc.encode(zero[lo:hi], fam, p); return zero[lo:hi]
+
+    def code(p, lo, hi):
+        enc.encode(zero[lo:hi], fam, p)
+        return zero[lo:hi]
+
     _ctx_walk(w, int(zero.sum()), code)
     return enc.get_compressed().astype("<u4").tobytes()
 
-def ctx_decode(payload:bytes, n:int, zeros:int, w:np.ndarray) -> np.ndarray:
+
+def ctx_decode(payload: bytes, n: int, zeros: int, w: np.ndarray) -> np.ndarray:
     "Inverse of `ctx_encode`: the flat bool mask of `n` weights with `zeros` zeros, given the same base weights `w`."
     _need(len(payload) % 4 == 0, f"a ctx stream is whole 32-bit words, not {len(payload)} bytes")
     _need(np.size(w) == n, f"its base weights have {np.size(w)} entries, the mask {n}")
     dec, fam = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32)), _bernoulli()
-    def code(p, lo, hi): return np.asarray(dec.decode(fam, p), dtype=np.int32)
-    try: zero = _ctx_walk(w, zeros, code)
-    except Exception as e: raise MaskFileError(f"its ctx stream cannot be decoded ({type(e).__name__}: {str(e)[:80]})") from None
+
+    def code(p, lo, hi):
+        return np.asarray(dec.decode(fam, p), dtype=np.int32)
+
+    try:
+        zero = _ctx_walk(w, zeros, code)
+    except Exception as e:
+        raise MaskFileError(f"its ctx stream cannot be decoded ({type(e).__name__}: {str(e)[:80]})") from None
     return zero == 0
 
 # %% ../nbs/01_masking.ipynb #875aa68f
 CODECS = ("raw", "rice", "lzma", "bz2", "ctx")
 
-def mask_digest(m:np.ndarray) -> str:
+
+def mask_digest(m: np.ndarray) -> str:
     "First 16 hex digits of the SHA-256 of a flat bool mask's packed bits."
     return hashlib.sha256(np.packbits(np.asarray(m, dtype=bool).reshape(-1)).tobytes()).hexdigest()[:16]
 
-def encode_mask(m:np.ndarray,
-                weights:np.ndarray|None=None, # the base weights `m` masks: enables the `ctx` codec
-               ) -> tuple[dict, bytes]:
+
+def encode_mask(
+    m: np.ndarray,
+    weights: np.ndarray | None = None,  # the base weights `m` masks: enables the `ctx` codec
+) -> tuple[dict, bytes]:
     "Code a flat bool mask with the smallest of `CODECS`; return (header entry, payload bytes)."
     m = np.asarray(m, dtype=bool).reshape(-1)
     n, ones = m.size, int(m.sum())
-    minority = ones * 2 < n                             # code positions of the rarer value
+    minority = ones * 2 < n  # code positions of the rarer value
     pos = np.flatnonzero(m if minority else ~m)
-    gaps = np.diff(pos, prepend=-1) - 1                 # majority-value run before each minority value
+    gaps = np.diff(pos, prepend=-1) - 1  # majority-value run before each minority value
     packed = np.packbits(m).tobytes()
     cands = {"raw": (dict(), packed), "rice": (dict(k=0, n_rare=0, ulen=0), b"")}
     if len(pos):
@@ -451,8 +564,10 @@ def encode_mask(m:np.ndarray,
     cands["lzma"] = (dict(), lzma.compress(packed, preset=9 | lzma.PRESET_EXTREME))
     cands["bz2"] = (dict(), bz2.compress(packed, 9))
     if weights is not None:
-        if np.size(weights) != n: raise ValueError(f"weights has {np.size(weights)} entries, the mask {n}")
-        if 0 < ones < n: cands["ctx"] = (dict(bins=CTX_BINS), ctx_encode(m, weights))
+        if np.size(weights) != n:
+            raise ValueError(f"weights has {np.size(weights)} entries, the mask {n}")
+        if 0 < ones < n:
+            cands["ctx"] = (dict(bins=CTX_BINS), ctx_encode(m, weights))
     codec = min(cands, key=lambda c: len(cands[c][1]))
     info, payload = cands[codec]
     return dict(codec=codec, n=n, minority=bool(minority), ones=ones, digest=mask_digest(m), **info), payload
@@ -460,7 +575,8 @@ def encode_mask(m:np.ndarray,
 # %% ../nbs/01_masking.ipynb #abce221c
 _MAX_NUMEL = 1 << 32
 
-def _check_code(info:dict, size:int):
+
+def _check_code(info: dict, size: int):
     "Check a coded mask's fields against each other and against its payload's `size` in bytes."
     _need(isinstance(info, dict), f"a coded mask's info is a {type(info).__name__}, not a dict")
     missing = [k for k in ("codec", "n", "minority", "ones", "digest") if k not in info]
@@ -468,50 +584,77 @@ def _check_code(info:dict, size:int):
     n, ones, codec, minority = info["n"], info["ones"], info["codec"], info["minority"]
     _need(_nat(n, _MAX_NUMEL), f"n={n!r} is not an int in [0, {_MAX_NUMEL}]")
     _need(_nat(ones, n), f"ones={ones!r} is not an int in [0, n={n}]")
-    _need(isinstance(minority, bool) and minority == (2 * ones < n), f"minority={minority!r} contradicts ones={ones} of n={n}")
-    _need(isinstance(info["digest"], str) and re.fullmatch("[0-9a-f]{16}", info["digest"]), f"digest={info['digest']!r} is not 16 hex digits")
+    _need(
+        isinstance(minority, bool) and minority == (2 * ones < n),
+        f"minority={minority!r} contradicts ones={ones} of n={n}",
+    )
+    _need(
+        isinstance(info["digest"], str) and re.fullmatch("[0-9a-f]{16}", info["digest"]),
+        f"digest={info['digest']!r} is not 16 hex digits",
+    )
     _need(isinstance(codec, str) and codec in CODECS, f"codec={codec!r} is not one of {CODECS}")
-    if codec == "raw": _need(size == (n + 7) // 8, f"a raw mask of {n} bits takes {(n + 7) // 8} bytes, not {size}")
+    if codec == "raw":
+        _need(size == (n + 7) // 8, f"a raw mask of {n} bits takes {(n + 7) // 8} bytes, not {size}")
     if codec == "ctx":
         b = info.get("bins")
-        _need(_nat(b) and b == CTX_BINS and size % 4 == 0, f"a ctx entry needs bins={CTX_BINS} (has {b!r}) and whole 32-bit words ({size} bytes)")
+        _need(
+            _nat(b) and b == CTX_BINS and size % 4 == 0,
+            f"a ctx entry needs bins={CTX_BINS} (has {b!r}) and whole 32-bit words ({size} bytes)",
+        )
         _need(0 < ones < n, f"a ctx entry codes a mask holding both values, not {ones} ones of {n}")
-    if codec != "rice": return
+    if codec != "rice":
+        return
     k, nr, ulen = (info.get(f) for f in ("k", "n_rare", "ulen"))
-    _need(_nat(k, n.bit_length() + 2) and (nr or k == 0), f"k={k!r} is not an int in [0, {n.bit_length() + 2}] (0 if no gaps)")
-    _need(_nat(nr) and nr == min(ones, n - ones), f"n_rare={nr!r}, but a mask of {ones} ones in {n} has {min(ones, n - ones)} minority values")
+    _need(
+        _nat(k, n.bit_length() + 2) and (nr or k == 0),
+        f"k={k!r} is not an int in [0, {n.bit_length() + 2}] (0 if no gaps)",
+    )
+    _need(
+        _nat(nr) and nr == min(ones, n - ones),
+        f"n_rare={nr!r}, but a mask of {ones} ones in {n} has {min(ones, n - ones)} minority values",
+    )
     _need(_nat(ulen, min(size, (n + 7) // 8)), f"ulen={ulen!r} is not an int in [0, {min(size, (n + 7) // 8)}]")
 
 # %% ../nbs/01_masking.ipynb #e4d8cd99
-_LZMA_MEMLIMIT = 1 << 27       # 128 MiB: preset 9 needs 65 MiB to decode; a crafted stream may ask for more
+_LZMA_MEMLIMIT = 1 << 27  # 128 MiB: preset 9 needs 65 MiB to decode; a crafted stream may ask for more
 
-def _decompress(codec:str, data:bytes, size:int) -> bytes:
+
+def _decompress(codec: str, data: bytes, size: int) -> bytes:
     "Decompress an lzma or bz2 stream that must hold exactly `size` bytes, never producing more than `size + 1`."
     d = lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_LZMA_MEMLIMIT) if codec == "lzma" else bz2.BZ2Decompressor()
-    try: out = d.decompress(data, max_length=size + 1)
-    except (lzma.LZMAError, OSError, EOFError, ValueError) as e: raise MaskFileError(f"its {codec} stream is corrupt ({e})") from None
+    try:
+        out = d.decompress(data, max_length=size + 1)
+    except (lzma.LZMAError, OSError, EOFError, ValueError) as e:
+        raise MaskFileError(f"its {codec} stream is corrupt ({e})") from None
     _need(len(out) == size and d.eof and not d.unused_data, f"its {codec} stream does not hold exactly {size} bytes")
     return out
 
-def _rice_mask(info:dict, payload:bytes) -> np.ndarray:
+
+def _rice_mask(info: dict, payload: bytes) -> np.ndarray:
     "The flat bool mask of a checked Rice entry."
     n, ulen = info["n"], info["ulen"]
     gaps = rice_decode(payload[:ulen], payload[ulen:], info["n_rare"], info["k"])
-    _need(not len(gaps) or (int(gaps.max()) < n and float(gaps.sum(dtype=np.float64)) + len(gaps) <= n),
-          f"its Rice gaps run past the end of a mask of {n} bits")
+    _need(
+        not len(gaps) or (int(gaps.max()) < n and float(gaps.sum(dtype=np.float64)) + len(gaps) <= n),
+        f"its Rice gaps run past the end of a mask of {n} bits",
+    )
     pos = np.cumsum(gaps + 1) - 1
     _need(not len(pos) or pos[-1] < n, f"its Rice gaps run past the end of a mask of {n} bits")
-    m = np.zeros(n, dtype=bool); m[pos] = True
+    m = np.zeros(n, dtype=bool)
+    m[pos] = True
     return m if info["minority"] else ~m
 
 # %% ../nbs/01_masking.ipynb #0a010c29
-def decode_mask(info:dict, payload:bytes,
-                weights:np.ndarray|None=None, # the base weights: needed by the `ctx` codec
-               ) -> np.ndarray:
+def decode_mask(
+    info: dict,
+    payload: bytes,
+    weights: np.ndarray | None = None,  # the base weights: needed by the `ctx` codec
+) -> np.ndarray:
     "Inverse of `encode_mask`: a flat bool array, checked against the count and digest the writer stored."
     _check_code(info, len(payload))
     n, codec = info["n"], info["codec"]
-    if codec == "rice": m = _rice_mask(info, payload)
+    if codec == "rice":
+        m = _rice_mask(info, payload)
     elif codec == "ctx":
         _need(weights is not None, "it is coded against its base weights: pass `weights=`")
         m = ctx_decode(payload, n, n - info["ones"], weights)
@@ -519,44 +662,57 @@ def decode_mask(info:dict, payload:bytes,
         packed = payload if codec == "raw" else _decompress(codec, payload, (n + 7) // 8)
         m = np.unpackbits(np.frombuffer(packed, np.uint8), count=n).astype(bool)
     ones = int(m.sum())
-    _need(ones == info["ones"] and mask_digest(m) == info["digest"],
-          f"the decoded mask ({ones} ones, digest {mask_digest(m)}) is not the one written ({info['ones']} ones, digest {info['digest']})")
+    _need(
+        ones == info["ones"] and mask_digest(m) == info["digest"],
+        f"the decoded mask ({ones} ones, digest {mask_digest(m)}) is not the one written ({info['ones']} ones, digest {info['digest']})",
+    )
     return m
 
 # %% ../nbs/01_masking.ipynb #859b4744
 _MAGIC = b"SMNMASK1"
-MASK_FORMAT = 3                   # the header layout written and read here (readable formats: this one only)
+MASK_FORMAT = 3  # the header layout written and read here (readable formats: this one only)
+
 
 def _torch_bytes(obj) -> bytes:
-    buf = io.BytesIO(); torch.save(obj, buf); return buf.getvalue()
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
 
-def _plain_name(k:str) -> str|None:
+
+def _plain_name(k: str) -> str | None:
     "A parameter's name as in the unmasked model: `a.parametrizations.w.original` -> `a.w`; None for a score."
-    if ".parametrizations." not in f".{k}": return k
-    if not k.endswith(".original"): return None
+    if ".parametrizations." not in f".{k}":
+        return k
+    if not k.endswith(".original"):
+        return None
     return f".{k}".replace(".parametrizations.", ".").removesuffix(".original")[1:]
 
-def param_shapes(model:nn.Module) -> dict[str, list]:
+
+def param_shapes(model: nn.Module) -> dict[str, list]:
     "Shape of every parameter of `model` by its unmasked name (scores left out)."
     return {_plain_name(k): list(v.shape) for k, v in model.named_parameters() if _plain_name(k) is not None}
 
-def arch_signature(model:nn.Module) -> list[list]:
+
+def arch_signature(model: nn.Module) -> list[list]:
     "`[name, shape]` of every parameter and buffer, as in the unmasked model (scores left out)."
     return [[k, s] for k, s in param_shapes(model).items()] + [[k, list(v.shape)] for k, v in model.named_buffers()]
 
 # %% ../nbs/01_masking.ipynb #0b760a60
-def _arch_mismatch(mine:list, theirs:list) -> str|None:
+def _arch_mismatch(mine: list, theirs: list) -> str | None:
     "The first difference between two `arch_signature`s, in words (None if equal)."
     a, b = dict((k, s) for k, s in mine), dict((k, s) for k, s in theirs)
     for k, s in theirs:
-        if k not in a: return f"tensor {k!r} is in the file but not in this model"
-        if a[k] != s: return f"tensor {k!r} has shape {a[k]} here, {s} in the file"
+        if k not in a:
+            return f"tensor {k!r} is in the file but not in this model"
+        if a[k] != s:
+            return f"tensor {k!r} has shape {a[k]} here, {s} in the file"
     for k, _ in mine:
-        if k not in b: return f"tensor {k!r} is in this model but not in the file's"
+        if k not in b:
+            return f"tensor {k!r} is in this model but not in the file's"
     return None
 
 # %% ../nbs/01_masking.ipynb #1874d8b6
-def base_weights(model:nn.Module, names:Iterable[str]) -> dict[str, torch.Tensor]:
+def base_weights(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:
     "The frozen base tensor behind each name: `parametrizations.<p>.original` if it is masked, else the parameter."
     out = {}
     for name in names:
@@ -565,7 +721,8 @@ def base_weights(model:nn.Module, names:Iterable[str]) -> dict[str, torch.Tensor
         out[name] = mod.parametrizations[pn].original if parametrize.is_parametrized(mod, pn) else getattr(mod, pn)
     return out
 
-def weights_fingerprint(ws:dict[str, torch.Tensor]) -> str:
+
+def weights_fingerprint(ws: dict[str, torch.Tensor]) -> str:
     "SHA-256 (hex) over each tensor's name, shape and float32 bytes, in order: which base weights a mask file needs."
     h = hashlib.sha256()
     for name, t in ws.items():
@@ -574,224 +731,364 @@ def weights_fingerprint(ws:dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 # %% ../nbs/01_masking.ipynb #8ecb04c6
-def _pack_buffers(model:nn.Module, half:bool) -> dict[str, torch.Tensor]:
+def _pack_buffers(model: nn.Module, half: bool) -> dict[str, torch.Tensor]:
     "The buffers as views of one flat tensor per dtype; if `half`, float32 as float16 (if all stay finite), no step counts."
     bufs = {k: v.detach().cpu() for k, v in model.named_buffers() if not (half and k.endswith("num_batches_tracked"))}
     for dt in dict.fromkeys(v.dtype for v in bufs.values()):
         ks = [k for k, v in bufs.items() if v.dtype == dt]
         flat = torch.cat([bufs[k].reshape(-1) for k in ks])
-        if half and dt == torch.float32 and bool(torch.isfinite(flat.half()).eq(torch.isfinite(flat)).all()): flat = flat.half()
+        if half and dt == torch.float32 and bool(torch.isfinite(flat.half()).eq(torch.isfinite(flat)).all()):
+            flat = flat.half()
         o = 0
-        for k in ks: n = bufs[k].numel(); bufs[k] = flat[o:o + n].view(bufs[k].shape); o += n
+        for k in ks:
+            n = bufs[k].numel()
+            bufs[k] = flat[o : o + n].view(bufs[k].shape)
+            o += n
     return bufs
 
 # %% ../nbs/01_masking.ipynb #4903938d
-def save_masks(model:nn.Module,
-               path:str|Path,          # where to write (atomically)
-               meta:dict|None=None,    # JSON-able run info; put the backbone id under "backbone"
-               extra:dict|None=None,   # extra tensors/state to store, e.g. {"head": head.state_dict()}
-               buffers:bool=True,      # store the model's buffers (BatchNorm running stats)
-               half_buffers:bool=False, # float32 buffers as float16 if all stay finite, no step counts (lossy: off by default)
-              ) -> dict:
+def save_masks(
+    model: nn.Module,
+    path: str | Path,  # where to write (atomically)
+    meta: dict | None = None,  # JSON-able run info; put the backbone id under "backbone"
+    extra: dict | None = None,  # extra tensors/state to store, e.g. {"head": head.state_dict()}
+    buffers: bool = True,  # store the model's buffers (BatchNorm running stats)
+    half_buffers: bool = False,  # float32 buffers as float16 if all stay finite, no step counts (lossy: off by default)
+) -> dict:
     "Write the masks of `model` (entropy-coded against its base weights), its buffers and `extra` to `path`; return the header."
     sms = masked_tensors(model)
-    if not sms: raise ValueError("the model has no masked tensors: call `mask_model` first")
+    if not sms:
+        raise ValueError("the model has no masked tensors: call `mask_model` first")
     ws, entries, blobs, off = base_weights(model, sms), [], [], 0
     for name, sm in sms.items():
         info, blob = encode_mask(sm.mask().cpu().numpy(), weights=ws[name].detach().cpu().float().numpy())
-        entries.append(dict(name=name, shape=list(sm.score.shape), mode=sm.mode, mu=sm.mu, s0=sm.s0,
-                            density=sm.density, offset=off, length=len(blob), **info))
-        blobs.append(blob); off += len(blob)
+        entries.append(
+            dict(
+                name=name,
+                shape=list(sm.score.shape),
+                mode=sm.mode,
+                mu=sm.mu,
+                s0=sm.s0,
+                density=sm.density,
+                offset=off,
+                length=len(blob),
+                **info,
+            )
+        )
+        blobs.append(blob)
+        off += len(blob)
     state = _torch_bytes(dict(buffers=_pack_buffers(model, half_buffers) if buffers else {}, extra=extra or {}))
-    header = dict(format=MASK_FORMAT, meta=meta or {}, tensors=entries, arch=arch_signature(model),
-                  weights_sha256=weights_fingerprint(ws), state_offset=off, state_length=len(state), mask_bits=8 * off,
-                  n_masked=int(sum(e["n"] for e in entries)))
+    header = dict(
+        format=MASK_FORMAT,
+        meta=meta or {},
+        tensors=entries,
+        arch=arch_signature(model),
+        weights_sha256=weights_fingerprint(ws),
+        state_offset=off,
+        state_length=len(state),
+        mask_bits=8 * off,
+        n_masked=int(sum(e["n"] for e in entries)),
+    )
     hb = zlib.compress(json.dumps(header).encode(), 9)
     body = struct.pack("<I", len(hb)) + hb + b"".join(blobs) + state
-    with atomic_write(path) as f: f.write(_MAGIC + hashlib.sha256(body).digest() + body)
+    with atomic_write(path) as f:
+        f.write(_MAGIC + hashlib.sha256(body).digest() + body)
     return header
 
 # %% ../nbs/01_masking.ipynb #a91d2a5d
-_MAX_HEADER = 1 << 26             # 64 MiB of JSON; a ViT-B/32 header is ~30 KB
+_MAX_HEADER = 1 << 26  # 64 MiB of JSON; a ViT-B/32 header is ~30 KB
 
-def _parse_header(hb:bytes) -> dict:
+
+def _parse_header(hb: bytes) -> dict:
     "Inflate (at most `_MAX_HEADER` bytes) and parse a mask file's JSON header."
     d = zlib.decompressobj()
-    try: js = d.decompress(hb, _MAX_HEADER + 1)
-    except zlib.error as e: raise MaskFileError(f"its header is not valid zlib data ({e})") from None
+    try:
+        js = d.decompress(hb, _MAX_HEADER + 1)
+    except zlib.error as e:
+        raise MaskFileError(f"its header is not valid zlib data ({e})") from None
     _need(len(js) <= _MAX_HEADER, f"its header inflates to more than {_MAX_HEADER} bytes")
     _need(d.eof and not d.unused_data, "its zlib header stream is incomplete or followed by junk")
-    try: h = json.loads(js)
-    except (ValueError, RecursionError) as e: raise MaskFileError(f"its header is not valid JSON ({type(e).__name__}: {str(e)[:80]})") from None
+    try:
+        h = json.loads(js)
+    except (ValueError, RecursionError) as e:
+        raise MaskFileError(f"its header is not valid JSON ({type(e).__name__}: {str(e)[:80]})") from None
     _need(isinstance(h, dict), f"its header is a JSON {type(h).__name__}, not an object")
     return h
 
 # %% ../nbs/01_masking.ipynb #852890e8
-def _shape_ok(s) -> bool: return isinstance(s, list) and len(s) <= 16 and all(_nat(d) for d in s)
+def _shape_ok(s) -> bool:
+    return isinstance(s, list) and len(s) <= 16 and all(_nat(d) for d in s)
 
-def _check_entry(e:dict, i:int):
+
+def _check_entry(e: dict, i: int):
     "Check tensor entry `i` of a header: its name, shape, mask settings, size and coded-mask fields."
     _need(isinstance(e, dict) and isinstance(e.get("name"), str) and e["name"], f"tensor entry {i} has no name")
     try:
         missing = [k for k in ("shape", "mode", "mu", "s0", "density", "offset", "length") if k not in e]
         _need(not missing, f"its entry lacks {missing}")
-        _need(_shape_ok(e["shape"]) and e.get("n") == math.prod(e["shape"]),
-              f"shape {e['shape']!r} is not a list of non-negative ints with n={e.get('n')!r} entries")
+        _need(
+            _shape_ok(e["shape"]) and e.get("n") == math.prod(e["shape"]),
+            f"shape {e['shape']!r} is not a list of non-negative ints with n={e.get('n')!r} entries",
+        )
         _need(isinstance(e["mode"], str) and e["mode"] in MASK_MODES, f"mode {e['mode']!r} is not one of {MASK_MODES}")
-        _need(_real(e["mu"]) and _real(e["s0"]) and (e["mode"] == "topk" or e["s0"] > e["mu"]),
-              f"s0={e['s0']!r}, mu={e['mu']!r} are not finite numbers with s0 > mu")
-        _need(e["density"] is None or (_real(e["density"]) and 0 <= e["density"] <= 1), f"density {e['density']!r} is not in [0, 1]")
-        _need(_nat(e["offset"]) and _nat(e["length"]), f"offset {e['offset']!r}, length {e['length']!r} are not non-negative ints")
+        _need(
+            _real(e["mu"]) and _real(e["s0"]) and (e["mode"] == "topk" or e["s0"] > e["mu"]),
+            f"s0={e['s0']!r}, mu={e['mu']!r} are not finite numbers with s0 > mu",
+        )
+        _need(
+            e["density"] is None or (_real(e["density"]) and 0 <= e["density"] <= 1),
+            f"density {e['density']!r} is not in [0, 1]",
+        )
+        _need(
+            _nat(e["offset"]) and _nat(e["length"]),
+            f"offset {e['offset']!r}, length {e['length']!r} are not non-negative ints",
+        )
         _check_code(e, e["length"])
-    except MaskFileError as err: raise MaskFileError(f"tensor {e['name']!r}: {err}") from None
+    except MaskFileError as err:
+        raise MaskFileError(f"tensor {e['name']!r}: {err}") from None
 
 # %% ../nbs/01_masking.ipynb #ac4d002c
-_HEADER_KEYS = ("format", "meta", "tensors", "arch", "weights_sha256", "state_offset", "state_length", "mask_bits", "n_masked")
+_HEADER_KEYS = (
+    "format",
+    "meta",
+    "tensors",
+    "arch",
+    "weights_sha256",
+    "state_offset",
+    "state_length",
+    "mask_bits",
+    "n_masked",
+)
 
-def _check_header(h:dict, size:int):
+
+def _check_header(h: dict, size: int):
     "Check every field of a mask file's header, and that masks then state tile its `size`-byte payload exactly."
     fmt = h.get("format")
-    _need(not (_nat(fmt) and fmt == 2), "format 2 (masks coded without their base weights) cannot be read by this "
-          f"smn_nb, which reads format {MASK_FORMAT}: load it with the smn_nb that wrote it, then `save_masks` it with this one")
+    _need(
+        not (_nat(fmt) and fmt == 2),
+        "format 2 (masks coded without their base weights) cannot be read by this "
+        f"smn_nb, which reads format {MASK_FORMAT}: load it with the smn_nb that wrote it, then `save_masks` it with this one",
+    )
     _need(_nat(fmt) and fmt == MASK_FORMAT, f"format {fmt!r} cannot be read; readable formats: [{MASK_FORMAT}]")
     missing = [k for k in _HEADER_KEYS if k not in h]
     _need(not missing, f"its header lacks {missing}")
     fp = h["weights_sha256"]
-    _need(isinstance(fp, str) and re.fullmatch("[0-9a-f]{64}", fp), f"its weights_sha256 {str(fp)[:80]!r} is not 64 hex digits")
+    _need(
+        isinstance(fp, str) and re.fullmatch("[0-9a-f]{64}", fp),
+        f"its weights_sha256 {str(fp)[:80]!r} is not 64 hex digits",
+    )
     _need(isinstance(h["meta"], dict), f"its meta is a {type(h['meta']).__name__}, not an object")
     arch = h["arch"]
-    _need(isinstance(arch, list) and all(isinstance(a, list) and len(a) == 2 and isinstance(a[0], str) and _shape_ok(a[1])
-                                         for a in arch), "its arch is not a list of [name, shape] pairs")
+    _need(
+        isinstance(arch, list)
+        and all(isinstance(a, list) and len(a) == 2 and isinstance(a[0], str) and _shape_ok(a[1]) for a in arch),
+        "its arch is not a list of [name, shape] pairs",
+    )
     ts = h["tensors"]
     _need(isinstance(ts, list) and ts, "its tensor list is empty or not a list")
     off = 0
     for i, e in enumerate(ts):
         _check_entry(e, i)
-        _need(e["offset"] == off, f"tensor {e['name']!r} starts at byte {e['offset']}, not {off} where the one before it ends")
+        _need(
+            e["offset"] == off,
+            f"tensor {e['name']!r} starts at byte {e['offset']}, not {off} where the one before it ends",
+        )
         off += e["length"]
     seen, dup = set(), set()
-    for e in ts: (dup if e["name"] in seen else seen).add(e["name"])
+    for e in ts:
+        (dup if e["name"] in seen else seen).add(e["name"])
     _need(not dup, f"tensors {sorted(dup)} appear more than once")
     so, sl = h["state_offset"], h["state_length"]
-    _need(_nat(so) and _nat(sl) and so == off and so + sl == size,
-          f"its state (offset {so!r}, length {sl!r}) does not fill the payload from byte {off} to its end {size}")
-    _need(h["mask_bits"] == 8 * off and h["n_masked"] == sum(e["n"] for e in ts) and _nat(h["mask_bits"]) and _nat(h["n_masked"]),
-          "its mask_bits or n_masked totals contradict its tensor list")
+    _need(
+        _nat(so) and _nat(sl) and so == off and so + sl == size,
+        f"its state (offset {so!r}, length {sl!r}) does not fill the payload from byte {off} to its end {size}",
+    )
+    _need(
+        h["mask_bits"] == 8 * off
+        and h["n_masked"] == sum(e["n"] for e in ts)
+        and _nat(h["mask_bits"])
+        and _nat(h["n_masked"]),
+        "its mask_bits or n_masked totals contradict its tensor list",
+    )
 
 # %% ../nbs/01_masking.ipynb #8288fab0
-def read_mask_file(path:str|Path) -> tuple[dict, bytes]:
+def read_mask_file(path: str | Path) -> tuple[dict, bytes]:
     "Verify and parse a mask file: (header, payload bytes), the header checked against the payload; else `MaskFileError`."
     with _reading(path):
-        try: data = Path(path).read_bytes()
-        except OSError as e: raise MaskFileError(f"cannot be read ({type(e).__name__}: {e.strerror})") from e
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise MaskFileError(f"cannot be read ({type(e).__name__}: {e.strerror})") from e
         _need(data[:8] == _MAGIC, "not an smn_nb mask file (bad magic bytes)")
         body = data[40:]
-        _need(len(body) >= 4 and hashlib.sha256(body).digest() == data[8:40],
-              "corrupt: its SHA-256 checksum does not match (truncated or modified file)")
+        _need(
+            len(body) >= 4 and hashlib.sha256(body).digest() == data[8:40],
+            "corrupt: its SHA-256 checksum does not match (truncated or modified file)",
+        )
         (hl,) = struct.unpack("<I", body[:4])
         _need(hl <= len(body) - 4, f"its header length {hl} runs past the end of the file")
-        header, payload = _parse_header(body[4:4 + hl]), body[4 + hl:]
+        header, payload = _parse_header(body[4 : 4 + hl]), body[4 + hl :]
         _check_header(header, len(payload))
     return header, payload
 
 # %% ../nbs/01_masking.ipynb #1b2a6248
-def _check_fit(model:nn.Module, entries:Iterable[tuple[str, list, str, int]]):
+def _check_fit(model: nn.Module, entries: Iterable[tuple[str, list, str, int]]):
     "Check that each `(name, shape, mode, ones)` is a parameter of `model` of that shape, and that no top-k mask is empty."
     shapes, bufs, present = param_shapes(model), dict(model.named_buffers()), masked_tensors(model)
     for name, shape, mode, ones in entries:
-        _need(name not in bufs, f"does not fit this model: {name!r} is a buffer, not a parameter; only parameters are masked")
+        _need(
+            name not in bufs,
+            f"does not fit this model: {name!r} is a buffer, not a parameter; only parameters are masked",
+        )
         _need(name in shapes, f"does not fit this model: tensor {name!r} is not a parameter of it")
-        _need(shapes[name] == shape, f"does not fit this model: tensor {name!r} has shape {shapes[name]}, the file has {shape}")
+        _need(
+            shapes[name] == shape,
+            f"does not fit this model: tensor {name!r} has shape {shapes[name]}, the file has {shape}",
+        )
         mode = present[name].mode if name in present else mode
         _need(mode != "topk" or ones, f"tensor {name!r}: a top-k mask keeps at least one weight, this one has none")
 
-def _check_weights(model:nn.Module, names:Iterable[str], theirs:str) -> dict[str, torch.Tensor]:
+
+def _check_weights(model: nn.Module, names: Iterable[str], theirs: str) -> dict[str, torch.Tensor]:
     "`model`'s base tensors of `names`, after checking that their fingerprint is `theirs`."
     ws = base_weights(model, names)
     mine = weights_fingerprint(ws)
-    _need(mine == theirs, f"its masks were learned on other base weights (fingerprint {theirs[:16]}, this model's {mine[:16]}): "
-          "load it onto the checkpoint it was trained from")
+    _need(
+        mine == theirs,
+        f"its masks were learned on other base weights (fingerprint {theirs[:16]}, this model's {mine[:16]}): "
+        "load it onto the checkpoint it was trained from",
+    )
     return ws
 
-def _decode_all(model:nn.Module, header:dict, payload:bytes) -> dict[str, torch.Tensor]:
+
+def _decode_all(model: nn.Module, header: dict, payload: bytes) -> dict[str, torch.Tensor]:
     "Decode every mask of a checked header against `model`'s base weights, each for a parameter of the same shape."
     _check_fit(model, [(e["name"], e["shape"], e["mode"], e["ones"]) for e in header["tensors"]])
     ws, masks = _check_weights(model, [e["name"] for e in header["tensors"]], header["weights_sha256"]), {}
     for e in header["tensors"]:
-        name, blob = e["name"], payload[e["offset"]:e["offset"] + e["length"]]
-        try: masks[name] = torch.from_numpy(decode_mask(e, blob, weights=ws[name].detach().cpu().float().numpy())).view(e["shape"])
-        except MaskFileError as err: raise MaskFileError(f"tensor {name!r}: {err}") from None
+        name, blob = e["name"], payload[e["offset"] : e["offset"] + e["length"]]
+        try:
+            masks[name] = torch.from_numpy(decode_mask(e, blob, weights=ws[name].detach().cpu().float().numpy())).view(
+                e["shape"]
+            )
+        except MaskFileError as err:
+            raise MaskFileError(f"tensor {name!r}: {err}") from None
     return masks
 
 # %% ../nbs/01_masking.ipynb #a8932e3e
-def _check_buffers(model:nn.Module, bufs:dict, strict:bool) -> dict[str, torch.Tensor]:
+def _check_buffers(model: nn.Module, bufs: dict, strict: bool) -> dict[str, torch.Tensor]:
     "The stored buffers that `model` has, each checked for its shape; with `strict`, every one must exist in it."
     own, out = dict(model.named_buffers()), {}
     for k, v in bufs.items():
         _need(isinstance(k, str) and isinstance(v, torch.Tensor), f"its stored buffer {k!r} is not a named tensor")
-        if k not in own: _need(not strict, f"does not fit this model: buffer {k!r} is not in it"); continue
-        _need(own[k].shape == v.shape, f"does not fit this model: buffer {k!r} has shape {list(own[k].shape)}, the file has {list(v.shape)}")
+        if k not in own:
+            _need(not strict, f"does not fit this model: buffer {k!r} is not in it")
+            continue
+        _need(
+            own[k].shape == v.shape,
+            f"does not fit this model: buffer {k!r} has shape {list(own[k].shape)}, the file has {list(v.shape)}",
+        )
         out[k] = v
     return out
 
-def _read_state(model:nn.Module, header:dict, payload:bytes, strict:bool) -> tuple[dict, dict]:
+
+def _read_state(model: nn.Module, header: dict, payload: bytes, strict: bool) -> tuple[dict, dict]:
     "The stored buffers (checked against `model`'s) and extra state, loaded without running code."
     o = header["state_offset"]
-    try: st = torch.load(io.BytesIO(payload[o:o + header["state_length"]]), weights_only=True)
-    except Exception as e: raise MaskFileError(f"its state cannot be loaded ({type(e).__name__}: {str(e)[:120]})") from None
-    _need(isinstance(st, dict) and set(st) == {"buffers", "extra"} and isinstance(st["buffers"], dict)
-          and isinstance(st["extra"], dict), "its state is not {'buffers': {...}, 'extra': {...}}")
+    try:
+        st = torch.load(io.BytesIO(payload[o : o + header["state_length"]]), weights_only=True)
+    except Exception as e:
+        raise MaskFileError(f"its state cannot be loaded ({type(e).__name__}: {str(e)[:120]})") from None
+    _need(
+        isinstance(st, dict)
+        and set(st) == {"buffers", "extra"}
+        and isinstance(st["buffers"], dict)
+        and isinstance(st["extra"], dict),
+        "its state is not {'buffers': {...}, 'extra': {...}}",
+    )
     return _check_buffers(model, st["buffers"], strict), st["extra"]
 
 # %% ../nbs/01_masking.ipynb #6efce07e
-def _apply_masks(model:nn.Module, header:dict, masks:dict[str, torch.Tensor]):
+def _apply_masks(model: nn.Module, header: dict, masks: dict[str, torch.Tensor]):
     "Mask the file's tensors that `model` has not masked yet (with the file's settings), then set every mask."
     present, todo = masked_tensors(model), {}
     for e in header["tensors"]:
-        if e["name"] not in present: todo.setdefault((e["mode"], e["s0"], e["mu"]), set()).add(e["name"])
-    for (mode, s0, mu), names in todo.items():      # top-k's density is a placeholder: `set_mask` sets it
-        mask_model(model, lambda mn, pn, m: _full_name(mn, pn) in names, s0=s0, mu=mu, mode=mode,
-                   density=1.0 if mode == "topk" else None, freeze=True)
+        if e["name"] not in present:
+            todo.setdefault((e["mode"], e["s0"], e["mu"]), set()).add(e["name"])
+    for (mode, s0, mu), names in todo.items():  # top-k's density is a placeholder: `set_mask` sets it
+        mask_model(
+            model,
+            lambda mn, pn, m: _full_name(mn, pn) in names,
+            s0=s0,
+            mu=mu,
+            mode=mode,
+            density=1.0 if mode == "topk" else None,
+            freeze=True,
+        )
     sms = masked_tensors(model)
-    for name, m in masks.items(): sms[name].set_mask(m)
+    for name, m in masks.items():
+        sms[name].set_mask(m)
 
 # %% ../nbs/01_masking.ipynb #ed81652f
 @dataclass(repr=False)
 class MaskSet:
     "One adaptation apart from any model: masks, buffers, extra state, and a header saying how and on what to mask."
-    header: dict                     # "tensors" (name, shape, mode, mu, s0, density each), "arch", "weights_sha256", "meta"
-    masks: dict[str, torch.Tensor]   # 'module.param' -> bool mask, in the header's order
-    buffers: dict[str, torch.Tensor] = field(default_factory=dict)   # e.g. BatchNorm running statistics
-    extra: dict = field(default_factory=dict)                        # e.g. {"head": head.state_dict()}
+
+    header: dict  # "tensors" (name, shape, mode, mu, s0, density each), "arch", "weights_sha256", "meta"
+    masks: dict[str, torch.Tensor]  # 'module.param' -> bool mask, in the header's order
+    buffers: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. BatchNorm running statistics
+    extra: dict = field(default_factory=dict)  # e.g. {"head": head.state_dict()}
 
     def __post_init__(self):
         es = self.header["tensors"]
         if [e["name"] for e in es] != list(self.masks):
-            raise ValueError(f"masks {list(self.masks)[:3]}... do not match the header's tensors {[e['name'] for e in es][:3]}...")
-        bad = [e["name"] for e in es if self.masks[e["name"]].dtype != torch.bool or list(self.masks[e["name"]].shape) != e["shape"]]
-        if bad: raise ValueError(f"masks {bad[:3]} are not bool tensors of the header's shapes")
+            raise ValueError(
+                f"masks {list(self.masks)[:3]}... do not match the header's tensors {[e['name'] for e in es][:3]}..."
+            )
+        bad = [
+            e["name"]
+            for e in es
+            if self.masks[e["name"]].dtype != torch.bool or list(self.masks[e["name"]].shape) != e["shape"]
+        ]
+        if bad:
+            raise ValueError(f"masks {bad[:3]} are not bool tensors of the header's shapes")
 
     @classmethod
-    def from_model(cls, model:nn.Module, extra:dict|None=None, buffers:bool=True) -> MaskSet:
+    def from_model(cls, model: nn.Module, extra: dict | None = None, buffers: bool = True) -> MaskSet:
         "The current masks and (copies of the) buffers of a masked `model`."
         sms = masked_tensors(model)
-        if not sms: raise ValueError("the model has no masked tensors: call `mask_model` first")
-        ts = [dict(name=n, shape=list(sm.score.shape), mode=sm.mode, mu=sm.mu, s0=sm.s0, density=sm.density) for n, sm in sms.items()]
-        header = dict(format=MASK_FORMAT, meta={}, tensors=ts, arch=arch_signature(model),
-                      weights_sha256=weights_fingerprint(base_weights(model, sms)))
+        if not sms:
+            raise ValueError("the model has no masked tensors: call `mask_model` first")
+        ts = [
+            dict(name=n, shape=list(sm.score.shape), mode=sm.mode, mu=sm.mu, s0=sm.s0, density=sm.density)
+            for n, sm in sms.items()
+        ]
+        header = dict(
+            format=MASK_FORMAT,
+            meta={},
+            tensors=ts,
+            arch=arch_signature(model),
+            weights_sha256=weights_fingerprint(base_weights(model, sms)),
+        )
         bufs = {k: v.detach().cpu().clone() for k, v in model.named_buffers()} if buffers else {}
         return cls(header, {n: sm.mask().cpu() for n, sm in sms.items()}, bufs, extra or {})
 
-    def active_frac(self) -> float: return sum(int(m.sum()) for m in self.masks.values()) / max(sum(m.numel() for m in self.masks.values()), 1)
-    def __repr__(self): return (f"MaskSet({len(self.masks)} masks, active {self.active_frac():.4f}, {len(self.buffers)} buffers, "
-                                f"extra {sorted(self.extra)}, backbone {self.header.get('meta', {}).get('backbone')!r})")
+    def active_frac(self) -> float:
+        return sum(int(m.sum()) for m in self.masks.values()) / max(sum(m.numel() for m in self.masks.values()), 1)
+
+    def __repr__(self):
+        return (
+            f"MaskSet({len(self.masks)} masks, active {self.active_frac():.4f}, {len(self.buffers)} buffers, "
+            f"extra {sorted(self.extra)}, backbone {self.header.get('meta', {}).get('backbone')!r})"
+        )
 
 # %% ../nbs/01_masking.ipynb #e36284f5
-def read_masks(path:str|Path,              # a file written by `save_masks`
-               model:nn.Module,            # the model it is for: its base weights decode the masks (it is not changed)
-               backbone:str|None=None,     # if given, must equal the file's meta["backbone"]
-               strict_buffers:bool=True,   # every stored buffer must exist in the model
-              ) -> MaskSet:
+def read_masks(
+    path: str | Path,  # a file written by `save_masks`
+    model: nn.Module,  # the model it is for: its base weights decode the masks (it is not changed)
+    backbone: str | None = None,  # if given, must equal the file's meta["backbone"]
+    strict_buffers: bool = True,  # every stored buffer must exist in the model
+) -> MaskSet:
     "Read, check and decode the mask file `path` for `model` into a `MaskSet`; `MaskFileError` naming the file if anything is wrong."
     header, payload = read_mask_file(path)
     with _reading(path):
@@ -804,10 +1101,11 @@ def read_masks(path:str|Path,              # a file written by `save_masks`
     return MaskSet(header, masks, bufs, extra)
 
 # %% ../nbs/01_masking.ipynb #9448ea08
-def apply_masks(model:nn.Module,
-                maskset:MaskSet,            # from `read_masks` or `MaskSet.from_model`
-                strict_buffers:bool=True,   # every buffer of the set must exist in the model
-               ) -> nn.Module:
+def apply_masks(
+    model: nn.Module,
+    maskset: MaskSet,  # from `read_masks` or `MaskSet.from_model`
+    strict_buffers: bool = True,  # every buffer of the set must exist in the model
+) -> nn.Module:
     "Put `maskset`'s masks and buffers on `model` in place (masking it first if needed), after checking they fit; return `model`."
     h, masks = maskset.header, maskset.masks
     bad = _arch_mismatch(arch_signature(model), h["arch"])
@@ -815,52 +1113,71 @@ def apply_masks(model:nn.Module,
     _check_fit(model, [(e["name"], e["shape"], e["mode"], int(masks[e["name"]].sum())) for e in h["tensors"]])
     _check_weights(model, masks, h["weights_sha256"])
     bufs = _check_buffers(model, maskset.buffers, strict_buffers)
-    _apply_masks(model, h, masks)                                       # only now change the model
+    _apply_masks(model, h, masks)  # only now change the model
     own = dict(model.named_buffers())
     with torch.no_grad():
-        for k, v in bufs.items(): own[k].copy_(v)
+        for k, v in bufs.items():
+            own[k].copy_(v)
     return model
 
 # %% ../nbs/01_masking.ipynb #fd192419
-def load_masks(model:nn.Module,
-               path:str|Path,              # a file written by `save_masks`
-               backbone:str|None=None,     # if given, must equal the file's meta["backbone"]
-               strict_buffers:bool=True,   # every stored buffer must exist in the model
-              ) -> dict:
+def load_masks(
+    model: nn.Module,
+    path: str | Path,  # a file written by `save_masks`
+    backbone: str | None = None,  # if given, must equal the file's meta["backbone"]
+    strict_buffers: bool = True,  # every stored buffer must exist in the model
+) -> dict:
     "Apply the masks, buffers stored in `path` to `model` (masking it first if needed); return header with `extra`."
     ms = read_masks(path, model, backbone, strict_buffers)
     apply_masks(model, ms, strict_buffers)
     return dict(ms.header, extra=ms.extra)
 
 # %% ../nbs/01_masking.ipynb #990ff82c
-def file_breakdown(path:str|Path) -> dict:
+def file_breakdown(path: str | Path) -> dict:
     "Bytes of a mask file by part (header, masks, buffers, extra), codecs used, and its masks' order-0 entropy in bits."
     header, payload = read_mask_file(path)
     with _reading(path):
         o = header["state_offset"]
-        st = torch.load(io.BytesIO(payload[o:o + header["state_length"]]), weights_only=True)
-        _need(isinstance(st, dict) and "buffers" in st and "extra" in st, "its state is not {'buffers': ..., 'extra': ...}")
-    extra = len(_torch_bytes(dict(buffers=st["buffers"], extra=st["extra"]))) - len(_torch_bytes(dict(buffers=st["buffers"], extra={})))
+        st = torch.load(io.BytesIO(payload[o : o + header["state_length"]]), weights_only=True)
+        _need(
+            isinstance(st, dict) and "buffers" in st and "extra" in st,
+            "its state is not {'buffers': ..., 'extra': ...}",
+        )
+    extra = len(_torch_bytes(dict(buffers=st["buffers"], extra=st["extra"]))) - len(
+        _torch_bytes(dict(buffers=st["buffers"], extra={}))
+    )
     ts = header["tensors"]
     codecs = {c: sum(e["codec"] == c for e in ts) for c in CODECS if any(e["codec"] == c for e in ts)}
     size = Path(path).stat().st_size
-    return dict(file_bytes=size, header_bytes=size - len(payload), mask_bytes=o, state_bytes=header["state_length"] - extra,
-                extra_bytes=extra, n_masked=header["n_masked"], codecs=codecs,
-                entropy_bits=float(sum(e["n"] * binary_entropy(e["ones"] / e["n"]) for e in ts if e["n"])))
+    return dict(
+        file_bytes=size,
+        header_bytes=size - len(payload),
+        mask_bytes=o,
+        state_bytes=header["state_length"] - extra,
+        extra_bytes=extra,
+        n_masked=header["n_masked"],
+        codecs=codecs,
+        entropy_bits=float(sum(e["n"] * binary_entropy(e["ones"] / e["n"]) for e in ts if e["n"])),
+    )
 
 # %% ../nbs/01_masking.ipynb #e322e336
-def merge(model:nn.Module,
-          inplace:bool=False, # merge `model` itself instead of a deep copy
-         ) -> nn.Module:
+def merge(
+    model: nn.Module,
+    inplace: bool = False,  # merge `model` itself instead of a deep copy
+) -> nn.Module:
     "A plain model with `W*M/alpha` baked into every masked tensor (no parametrizations left)."
-    if not inplace: model = copy.deepcopy(model)
+    if not inplace:
+        model = copy.deepcopy(model)
     for mn, mod in list(model.named_modules()):
-        if not parametrize.is_parametrized(mod): continue
-        with torch.no_grad(): baked = {pn: getattr(mod, pn).detach().clone() for pn in mod.parametrizations.keys()}
+        if not parametrize.is_parametrized(mod):
+            continue
+        with torch.no_grad():
+            baked = {pn: getattr(mod, pn).detach().clone() for pn in mod.parametrizations.keys()}
         # What `remove_parametrizations(leave_parametrized=True)` does, minus its `delattr` on the class:
         # `copy.deepcopy` shares the injected `Parametrized*` class between a model and its copy, so
         # deleting the property there would break the source model.
         mod.__class__ = parametrize.type_before_parametrizations(mod)
         del mod._modules["parametrizations"]
-        for pn, t in baked.items(): setattr(mod, pn, nn.Parameter(t, requires_grad=False))
+        for pn, t in baked.items():
+            setattr(mod, pn, nn.Parameter(t, requires_grad=False))
     return model

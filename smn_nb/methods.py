@@ -13,13 +13,15 @@ __all__ = ['FAMILIES', 'METHOD_TABLE', 'METHODS', 'SSL_METHODS', 'SWAV_METHODS',
 # %% ../nbs/00a_methods.ipynb #717f592a
 FAMILIES = ("probe", "supervised", "selfsup", "cascade")
 
+
 @dataclass(frozen=True)
 class Method:
     "One method: its family, how it adapts the backbone, and the record field that is its own number."
+
     name: str
-    family: str          # one of `FAMILIES`
-    mode: str|None       # `prepare_model`'s mode: "M", "topk", "FFT"; None: the backbone stays as it is
-    readout: str         # "knn_acc", "lp_acc" or "test_acc" (the trained head's accuracy)
+    family: str  # one of `FAMILIES`
+    mode: str | None  # `prepare_model`'s mode: "M", "topk", "FFT"; None: the backbone stays as it is
+    readout: str  # "knn_acc", "lp_acc" or "test_acc" (the trained head's accuracy)
     about: str = ""
 
     @property
@@ -41,20 +43,21 @@ METHOD_TABLE = (
 METHODS = tuple(m.name for m in METHOD_TABLE)
 
 # %% ../nbs/00a_methods.ipynb #87996a9e
-def method_info(name:str) -> Method:
+def method_info(name: str) -> Method:
     "The row of `METHOD_TABLE` for method `name`."
     for m in METHOD_TABLE:
         if m.name == name:
             return m
     raise ValueError(f"method={name!r} is not one of {list(METHODS)}")
 
-def methods_of(*families:str) -> tuple[str, ...]:
+
+def methods_of(*families: str) -> tuple[str, ...]:
     "The names of the methods of these families, in table order."
     if bad := [f for f in families if f not in FAMILIES]:
         raise ValueError(f"families {bad} are not among {list(FAMILIES)}")
     return tuple(m.name for m in METHOD_TABLE if m.family in families)
 
 # %% ../nbs/00a_methods.ipynb #f6821b46
-SSL_METHODS = methods_of("selfsup")                  # self-supervised on one backbone: SMN, topk, STN
-SWAV_METHODS = methods_of("selfsup", "cascade")      # every method SwAV trains
-MASK_METHODS = tuple(m.name for m in METHOD_TABLE if m.trains == "mask")   # those that write a mask file
+SSL_METHODS = methods_of("selfsup")  # self-supervised on one backbone: SMN, topk, STN
+SWAV_METHODS = methods_of("selfsup", "cascade")  # every method SwAV trains
+MASK_METHODS = tuple(m.name for m in METHOD_TABLE if m.trains == "mask")  # those that write a mask file

@@ -23,7 +23,8 @@ __all__ = ['PAPER_METHODS', 'ABLATIONS', 'PAPER_MODELS', 'FIELD', 'PAPER_DATASET
            'paper_grid', 'grid_summary']
 
 # %% ../nbs/12_paper.ipynb #a23b9be2
-_DATASET = {"inat": "inat500"}      # the draft's name -> ours
+_DATASET = {"inat": "inat500"}  # the draft's name -> ours
+
 
 def paper_numbers() -> pd.DataFrame:
     "The published and draft numbers, one row per cell, with `id` = `source/table` and our dataset names."
@@ -33,54 +34,100 @@ def paper_numbers() -> pd.DataFrame:
     return df
 
 # %% ../nbs/12_paper.ipynb #b146ba63
-PAPER_METHODS = {"kNN": dict(method="knn"), "none": dict(method="knn"), "LP": dict(method="lp"), "M": dict(method="M"),
-           "FFT": dict(method="FFT"), "SMN": dict(method="SMN"), "STN": dict(method="STN"),
-           "topk50%": dict(method="topk", density=0.5), "topk-found": dict(method="topk", density="smn"),
-           "SMC-cond": dict(method="SMC", cascade="cond"), "SMC-uncond": dict(method="SMC", cascade="uncond"),
-           "SMN mask": dict(method="SMN"), "STN fp32 weights": dict(method="STN")}
-ABLATIONS = {"prototypes=50": dict(prototypes=50), "prototypes=500": {}, "prototypes=5000": dict(prototypes=5000),
-             "frozen=BNs": {}, "frozen=none": dict(masked="resnet+bn"), "frozen=biases": dict(masked="resnet+bn-weight"),
-             "init=SwAV": {}, "init=DINO": dict(model="rn50-dino"), "init=TIMM": dict(model="rn50-timm"),
-             "score lr=500": dict(lr=500.0)}    # ours (mini profile): appendix A.1 lets a short run take a larger score lr
-PAPER_MODELS = {"unclear-resnet": "rn50-swav"}    # see above
-FIELD = {"top1": "test_acc", "top1_linear_head": "test_acc", "top1_clip_head": "test_acc", "knn_top1": "knn_acc",
-         "linear_probe_top1": "lp_acc", "top1_linear_probe": "lp_acc", "percent_active": "active_frac",
-         "percent_zeroed": "active_frac", "percent_size_reduction": "mask_file"}
+PAPER_METHODS = {
+    "kNN": dict(method="knn"),
+    "none": dict(method="knn"),
+    "LP": dict(method="lp"),
+    "M": dict(method="M"),
+    "FFT": dict(method="FFT"),
+    "SMN": dict(method="SMN"),
+    "STN": dict(method="STN"),
+    "topk50%": dict(method="topk", density=0.5),
+    "topk-found": dict(method="topk", density="smn"),
+    "SMC-cond": dict(method="SMC", cascade="cond"),
+    "SMC-uncond": dict(method="SMC", cascade="uncond"),
+    "SMN mask": dict(method="SMN"),
+    "STN fp32 weights": dict(method="STN"),
+}
+ABLATIONS = {
+    "prototypes=50": dict(prototypes=50),
+    "prototypes=500": {},
+    "prototypes=5000": dict(prototypes=5000),
+    "frozen=BNs": {},
+    "frozen=none": dict(masked="resnet+bn"),
+    "frozen=biases": dict(masked="resnet+bn-weight"),
+    "init=SwAV": {},
+    "init=DINO": dict(model="rn50-dino"),
+    "init=TIMM": dict(model="rn50-timm"),
+    "score lr=500": dict(lr=500.0),
+}  # ours (mini profile): appendix A.1 lets a short run take a larger score lr
+PAPER_MODELS = {"unclear-resnet": "rn50-swav"}  # see above
+FIELD = {
+    "top1": "test_acc",
+    "top1_linear_head": "test_acc",
+    "top1_clip_head": "test_acc",
+    "knn_top1": "knn_acc",
+    "linear_probe_top1": "lp_acc",
+    "top1_linear_probe": "lp_acc",
+    "percent_active": "active_frac",
+    "percent_zeroed": "active_frac",
+    "percent_size_reduction": "mask_file",
+}
 
 # %% ../nbs/12_paper.ipynb #e5568045
-def cell_run(model:str, method:str, dataset:str) -> dict:
+def cell_run(model: str, method: str, dataset: str) -> dict:
     "Run parameters (non-default ones) for one cell of the paper's tables."
-    m = method.removesuffix("+LP")                      # X+LP: the linear probe of run X
+    m = method.removesuffix("+LP")  # X+LP: the linear probe of run X
     base, _, ablation = (m, "", "") if m in PAPER_METHODS else m.partition(" ")
     if base not in PAPER_METHODS or (ablation and (base != "SMN" or ablation not in ABLATIONS)):
-        raise ValueError(f"method {method!r} of the paper's tables is not mapped to a run; known: {list(PAPER_METHODS)} (+LP), "
-                         f"SMN with {list(ABLATIONS)}")
-    return {"model": PAPER_MODELS.get(model, model), "dataset": _DATASET.get(dataset, dataset), **PAPER_METHODS[base], **ABLATIONS.get(ablation, {})}
+        raise ValueError(
+            f"method {method!r} of the paper's tables is not mapped to a run; known: {list(PAPER_METHODS)} (+LP), "
+            f"SMN with {list(ABLATIONS)}"
+        )
+    return {
+        "model": PAPER_MODELS.get(model, model),
+        "dataset": _DATASET.get(dataset, dataset),
+        **PAPER_METHODS[base],
+        **ABLATIONS.get(ablation, {}),
+    }
 
 # %% ../nbs/12_paper.ipynb #94b5d553
 PAPER_DATASETS = ("cifar10", "cifar100", "dtd", "eurosat", "flowers", "oxfordpets", "sun397", "ucf101", "inat500")
-LOW_SHOT = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.10)   # label fractions of the figures
+LOW_SHOT = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.10)  # label fractions of the figures
+
 
 @dataclass(frozen=True)
 class Declared:
     "Runs a table or figure needs beyond its extracted cells: every combination of these."
+
     id: str
     models: tuple
-    methods: tuple                 # parameter dicts
+    methods: tuple  # parameter dicts
     datasets: tuple
     fractions: tuple = (1.0,)
-    metric: str = "top1"           # what its cells read, for a table the paper has no numbers of
+    metric: str = "top1"  # what its cells read, for a table the paper has no numbers of
+
 
 _m = lambda *ms: tuple(PAPER_METHODS[m] for m in ms)
 DECLARED = (
-    Declared("published/table1", ("rn18-timm", "rn50-swav", "vitb32-clip"), _m("kNN", "LP", "M", "FFT"), PAPER_DATASETS),
-    Declared("published/fig3", ("rn50-swav",), _m("LP", "M", "FFT", "SMN"), ("cifar100", "cifar10", "sun397"), LOW_SHOT),
-    Declared("seed-draft/fig1", ("rn50-swav",), _m("LP", "M", "FFT", "SMN", "STN"), ("cifar100", "cifar10", "sun397"), (0.10,)),
+    Declared(
+        "published/table1", ("rn18-timm", "rn50-swav", "vitb32-clip"), _m("kNN", "LP", "M", "FFT"), PAPER_DATASETS
+    ),
+    Declared(
+        "published/fig3", ("rn50-swav",), _m("LP", "M", "FFT", "SMN"), ("cifar100", "cifar10", "sun397"), LOW_SHOT
+    ),
+    Declared(
+        "seed-draft/fig1",
+        ("rn50-swav",),
+        _m("LP", "M", "FFT", "SMN", "STN"),
+        ("cifar100", "cifar10", "sun397"),
+        (0.10,),
+    ),
     Declared("seed-draft/fig2", ("rn50-swav",), _m("LP", "SMN", "STN"), ("cifar100", "cifar10", "sun397"), LOW_SHOT),
 )
 
 # %% ../nbs/12_paper.ipynb #2047bfb1
-def prerequisites(p:dict) -> list[dict]:
+def prerequisites(p: dict) -> list[dict]:
     "Parameters of the runs `p` needs finished before it starts."
     need = prerequisite(p)
     return [] if need is None else [dict(p, **need.change)]
@@ -89,110 +136,182 @@ def prerequisites(p:dict) -> list[dict]:
 @dataclass(frozen=True)
 class Profile:
     "How a grid stands for the paper: replacements for its backbones, datasets and label fractions; seeds; which tables."
+
     name: str
     seeds: tuple = (0,)
-    model: str|None = None           # every backbone becomes this (None: the paper's)
-    datasets: tuple|None = None      # every dataset becomes each of these (None: the paper's)
-    fractions: tuple|None = None     # the figures' label fractions (None: the paper's)
-    tables: tuple|None = None        # table ids served (None: every table and figure)
-    headline: tuple|None = None      # tables run with every seed; the others with the first (None: all with every seed)
-    headline_methods: tuple|None = None  # of those tables, the methods run with every seed (None: all)
-    table_datasets: dict|None = None     # table id -> the datasets it runs on, where fewer than `datasets`
-    extra: tuple = ()                    # `Declared` tables of this profile alone
+    model: str | None = None  # every backbone becomes this (None: the paper's)
+    datasets: tuple | None = None  # every dataset becomes each of these (None: the paper's)
+    fractions: tuple | None = None  # the figures' label fractions (None: the paper's)
+    tables: tuple | None = None  # table ids served (None: every table and figure)
+    headline: tuple | None = None  # tables run with every seed; the others with the first (None: all with every seed)
+    headline_methods: tuple | None = None  # of those tables, the methods run with every seed (None: all)
+    table_datasets: dict | None = None  # table id -> the datasets it runs on, where fewer than `datasets`
+    extra: tuple = ()  # `Declared` tables of this profile alone
+
 
 PROFILES = {
     "paper": Profile("paper"),
-    "mini": Profile("mini", seeds=(0, 1, 2), model="resnet-fmnist", datasets=("digits", "mnist", "fmnist_inverted"),
-                    fractions=(0.05, 0.2), headline=("published/table1", "published/table2"),   # a CPU hour: top-k with one seed
-                    headline_methods=("knn", "lp", "M", "FFT", "SMN"),
-                    table_datasets={"published/supp_table1_ablations": ("digits",), "ours/score_lr": ("digits",)},
-                    tables=("published/table1", "published/table2", "published/table3", "published/fig3",
-                            "published/supp_table1_ablations", "published/supp_table4_active", "seed-draft/table5", "ours/score_lr"),
-                    extra=(Declared("ours/score_lr", ("resnet-fmnist",), (PAPER_METHODS["SMN"], dict(PAPER_METHODS["SMN"], **ABLATIONS["score lr=500"])),
-                                    ("digits",), metric="knn_top1"),)),   # the paper's score lr against ×10 at equal steps
+    "mini": Profile(
+        "mini",
+        seeds=(0, 1, 2),
+        model="resnet-fmnist",
+        datasets=("digits", "mnist", "fmnist_inverted"),
+        fractions=(0.05, 0.2),
+        headline=("published/table1", "published/table2"),  # a CPU hour: top-k with one seed
+        headline_methods=("knn", "lp", "M", "FFT", "SMN"),
+        table_datasets={"published/supp_table1_ablations": ("digits",), "ours/score_lr": ("digits",)},
+        tables=(
+            "published/table1",
+            "published/table2",
+            "published/table3",
+            "published/fig3",
+            "published/supp_table1_ablations",
+            "published/supp_table4_active",
+            "seed-draft/table5",
+            "ours/score_lr",
+        ),
+        extra=(
+            Declared(
+                "ours/score_lr",
+                ("resnet-fmnist",),
+                (PAPER_METHODS["SMN"], dict(PAPER_METHODS["SMN"], **ABLATIONS["score lr=500"])),
+                ("digits",),
+                metric="knn_top1",
+            ),
+        ),
+    ),  # the paper's score lr against ×10 at equal steps
 }
+
 
 def table_ids() -> list[str]:
     "Every table id of both versions and the three figures."
     return sorted(set(paper_numbers().id) | {d.id for d in DECLARED})
 
 # %% ../nbs/12_paper.ipynb #80a30d91
-def substitute(profile:Profile, table:str, p:dict) -> list[dict]:
+def substitute(profile: Profile, table: str, p: dict) -> list[dict]:
     "`p` on the profile's backbone and each of its datasets; on offline data the prototype ablation scaled as K is (500 → 50)."
     dss = (profile.table_datasets or {}).get(table, profile.datasets) or (p["dataset"],)
     out = [dict(p, model=profile.model or p["model"], dataset=ds) for ds in dss]
     for q in out:
-        if q["dataset"] in OFFLINE_DATASETS and q.get("prototypes"): q["prototypes"] = q["prototypes"] * OFFLINE_SWAV["prototypes"] // SWAV["prototypes"]
+        if q["dataset"] in OFFLINE_DATASETS and q.get("prototypes"):
+            q["prototypes"] = q["prototypes"] * OFFLINE_SWAV["prototypes"] // SWAV["prototypes"]
     return out
 
-def run_seeds(profile:Profile, table:str, p:dict) -> tuple:
+
+def run_seeds(profile: Profile, table: str, p: dict) -> tuple:
     "The seeds `profile` runs `p` with for `table`: every seed in its headline tables and methods, else the first."
-    head = (profile.headline is None or table in profile.headline) and (profile.headline_methods is None or p.get("method", DEFAULTS["method"]) in profile.headline_methods)
+    head = (profile.headline is None or table in profile.headline) and (
+        profile.headline_methods is None or p.get("method", DEFAULTS["method"]) in profile.headline_methods
+    )
     return profile.seeds if head else profile.seeds[:1]
 
-def _wanted(profile:Profile) -> list[tuple[str, dict]]:
+
+def _wanted(profile: Profile) -> list[tuple[str, dict]]:
     "(table id, run parameters) for every cell and declared run the profile serves, before dedup."
     nums = paper_numbers()
     out = [(r.id, cell_run(r.model, r.method, r.dataset)) for r in nums.itertuples()]
     for d in DECLARED + profile.extra:
         fr = d.fractions if d.fractions == (1.0,) or profile.fractions is None else profile.fractions
-        out += [(d.id, dict(model=m, dataset=ds, label_fraction=f, **meth)) for m, meth, ds, f in product(d.models, d.methods, d.datasets, fr)]
-    if profile.tables is not None: out = [(t, p) for t, p in out if t in profile.tables]
+        out += [
+            (d.id, dict(model=m, dataset=ds, label_fraction=f, **meth))
+            for m, meth, ds, f in product(d.models, d.methods, d.datasets, fr)
+        ]
+    if profile.tables is not None:
+        out = [(t, p) for t, p in out if t in profile.tables]
     return [(t, dict(q, seed=s)) for t, p in out for q in substitute(profile, t, p) for s in run_seeds(profile, t, q)]
 
 # %% ../nbs/12_paper.ipynb #d752c267
 SPLIT_SIZES = {  # (train, val, test): CoOp's split files; CIFAR: ours, 10% of train held out for validation
-    "cifar10": (45000, 5000, 10000), "cifar100": (45000, 5000, 10000), "dtd": (2820, 1128, 1692),
-    "eurosat": (13500, 5400, 8100), "flowers": (4093, 1633, 2463), "oxfordpets": (2944, 736, 3669),
-    "sun397": (15880, 3970, 19850), "ucf101": (7639, 1898, 3783), "inat500": None,
-    "digits": (1293, 144, 360), "fashion_mnist": (54000, 6000, 10000), "mnist": (3600, 400, 1000),   # offline: ours
-    "fmnist_inverted": (2160, 240, 600)}                                                              # (a test below reads them)
+    "cifar10": (45000, 5000, 10000),
+    "cifar100": (45000, 5000, 10000),
+    "dtd": (2820, 1128, 1692),
+    "eurosat": (13500, 5400, 8100),
+    "flowers": (4093, 1633, 2463),
+    "oxfordpets": (2944, 736, 3669),
+    "sun397": (15880, 3970, 19850),
+    "ucf101": (7639, 1898, 3783),
+    "inat500": None,
+    "digits": (1293, 144, 360),
+    "fashion_mnist": (54000, 6000, 10000),
+    "mnist": (3600, 400, 1000),  # offline: ours
+    "fmnist_inverted": (2160, 240, 600),
+}  # (a test below reads them)
 
-def _n_train(p:dict, sizes:dict) -> int|None:
+
+def _n_train(p: dict, sizes: dict) -> int | None:
     s = sizes.get(p["dataset"])
-    if s is None: return None
+    if s is None:
+        return None
     return s[0] + (s[1] if practices(p.get("protocol", "paper"))["train_split"] == "trainval" else 0)
 
-def resolve_run(q:dict, sizes:dict) -> tuple[dict, dict|None, str|None]:
+
+def resolve_run(q: dict, sizes: dict) -> tuple[dict, dict | None, str | None]:
     "Full parameters, hyper-parameters and run id of `q` (None, None if they cannot be known without the data)."
     p = {**DEFAULTS, **q}
     n = _n_train(p, sizes)
-    if n is None and p["method"] in SWAV_METHODS and p["dataset"] in SPLIT_SIZES and p["epochs"] is None: return p, None, None
+    if n is None and p["method"] in SWAV_METHODS and p["dataset"] in SPLIT_SIZES and p["epochs"] is None:
+        return p, None, None
     p2, hp = plan(n_train=n, **p)
     return p2, hp, run_id(p2, hp)
 
 # %% ../nbs/12_paper.ipynb #2161e670
-TRAIN_IMG_S = {"rn18-timm": 4300, "rn50-swav": 1900, "rn50-dino": 1900, "rn50-timm": 1900, "vitb32-clip": 1900,
-               "resnet-fmnist": 20000, "clip-tiny": 20000}      # assumed H100 training images/s at batch 64 (see above)
-SWAV_CROPS = 2 + 6 * (96 / 224) ** 2                             # one multi-crop sample, in 224-px images
-CPU_IMG_S = {"resnet-fmnist": 470}    # one CPU thread, 32-px images at batch 64 (measured: M on digits, 11.5k images in 25 s)
-CPU_RUN_S = 22                        # per run on a CPU: kernel start, data, evaluation (measured through smn-sweep)
+TRAIN_IMG_S = {
+    "rn18-timm": 4300,
+    "rn50-swav": 1900,
+    "rn50-dino": 1900,
+    "rn50-timm": 1900,
+    "vitb32-clip": 1900,
+    "resnet-fmnist": 20000,
+    "clip-tiny": 20000,
+}  # assumed H100 training images/s at batch 64 (see above)
+SWAV_CROPS = 2 + 6 * (96 / 224) ** 2  # one multi-crop sample, in 224-px images
+CPU_IMG_S = {
+    "resnet-fmnist": 470
+}  # one CPU thread, 32-px images at batch 64 (measured: M on digits, 11.5k images in 25 s)
+CPU_RUN_S = 22  # per run on a CPU: kernel start, data, evaluation (measured through smn-sweep)
 
-def run_cost(p:dict, hp:dict, sizes:dict) -> dict:
+
+def run_cost(p: dict, hp: dict, sizes: dict) -> dict:
     "Optimiser steps, estimated GPU-hours and, for offline backbones, CPU-minutes of the run `p` (None where unknown)."
     s = sizes.get(p["dataset"])
-    if s is None: return dict(steps=None, gpu_hours=None, cpu_minutes=None)
+    if s is None:
+        return dict(steps=None, gpu_hours=None, cpu_minutes=None)
     n, offline = _n_train(p, sizes), p["dataset"] in OFFLINE_DATASETS
     ssl = p["method"] in SWAV_METHODS
-    if ssl and p["label_fraction"] < 1 or p["method"] == "SMC" and p["cascade"] == "cond": steps = 0   # reuses another run's training
-    elif p["method"] == "SMC": steps = (1 if offline else hp["experts"]) * hp["epochs"] * (n // p["batch_size"])   # K experts, ~one SMN run each (offline: one between them)
-    else: steps = hp["epochs"] * (max(1, round(p["label_fraction"] * n)) // p["batch_size"] if not ssl else n // p["batch_size"])
-    imgs = steps * p["batch_size"] * (SWAV_CROPS if ssl and not offline else 2 if ssl else 1)   # offline SwAV: two views
+    if ssl and p["label_fraction"] < 1 or p["method"] == "SMC" and p["cascade"] == "cond":
+        steps = 0  # reuses another run's training
+    elif p["method"] == "SMC":
+        steps = (
+            (1 if offline else hp["experts"]) * hp["epochs"] * (n // p["batch_size"])
+        )  # K experts, ~one SMN run each (offline: one between them)
+    else:
+        steps = hp["epochs"] * (
+            max(1, round(p["label_fraction"] * n)) // p["batch_size"] if not ssl else n // p["batch_size"]
+        )
+    imgs = steps * p["batch_size"] * (SWAV_CROPS if ssl and not offline else 2 if ssl else 1)  # offline SwAV: two views
     rate, cpu = TRAIN_IMG_S[p["model"]], CPU_IMG_S.get(p["model"])
-    return dict(steps=steps, gpu_hours=(imgs + sum(s) / 3) / rate / 3600,
-                cpu_minutes=None if cpu is None else (imgs / cpu + sum(s) / (3 * cpu) + CPU_RUN_S) / 60)
+    return dict(
+        steps=steps,
+        gpu_hours=(imgs + sum(s) / 3) / rate / 3600,
+        cpu_minutes=None if cpu is None else (imgs / cpu + sum(s) / (3 * cpu) + CPU_RUN_S) / 60,
+    )
 
 # %% ../nbs/12_paper.ipynb #aa184507
-def _nondefault(p:dict) -> dict: return {k: v for k, v in p.items() if k in DEFAULTS and v != DEFAULTS[k]}
+def _nondefault(p: dict) -> dict:
+    return {k: v for k, v in p.items() if k in DEFAULTS and v != DEFAULTS[k]}
 
-def paper_grid(profile:str="paper",       # a key of `PROFILES`
-               sizes:dict|None=None,      # dataset -> (train, val, test) sizes; None: `SPLIT_SIZES`
-               overrides:dict|None=None,  # run parameters set for every run (e.g. epochs=1 for a smoke test)
-              ) -> list[dict]:
+
+def paper_grid(
+    profile: str = "paper",  # a key of `PROFILES`
+    sizes: dict | None = None,  # dataset -> (train, val, test) sizes; None: `SPLIT_SIZES`
+    overrides: dict | None = None,  # run parameters set for every run (e.g. epochs=1 for a smoke test)
+) -> list[dict]:
     "Every run the profile's tables and figures need, once, prerequisites first: parameters, run_id, tables, after, cost."
-    if profile not in PROFILES: raise ValueError(f"profile={profile!r} is not one of {list(PROFILES)}")
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r} is not one of {list(PROFILES)}")
     sizes, runs = SPLIT_SIZES if sizes is None else sizes, {}
-    def add(q:dict, tables:list) -> str:
+
+    def add(q: dict, tables: list) -> str:
         p, hp, rid = resolve_run(q, sizes)
         key = rid or "pending:" + json.dumps(_nondefault(p), sort_keys=True)
         if key not in runs:
@@ -201,18 +320,38 @@ def paper_grid(profile:str="paper",       # a key of `PROFILES`
             runs[key] = dict(_nondefault(p), run_id=rid, key=key, tables=set(), after=after, **cost)
         runs[key]["tables"] |= set(tables)
         return key
-    for t, q in _wanted(PROFILES[profile]): add({**q, **(overrides or {})}, [t])
+
+    for t, q in _wanted(PROFILES[profile]):
+        add({**q, **(overrides or {})}, [t])
     return [dict(e, tables=sorted(e["tables"])) for e in runs.values()]
 
 # %% ../nbs/12_paper.ipynb #c445ac52
-def grid_summary(grid:list[dict]) -> pd.DataFrame:
+def grid_summary(grid: list[dict]) -> pd.DataFrame:
     "Runs, estimated GPU-hours and CPU-minutes per table id, and in total (each run once); runs of unknown size counted apart."
-    df = pd.DataFrame([dict(table=t, key=e["key"], gpu_hours=e["gpu_hours"], cpu_minutes=e.get("cpu_minutes"))
-                       for e in grid for t in (e["tables"] or ["(prerequisite only)"])])
-    g = df.groupby("table").agg(runs=("key", "size"), unknown_size=("gpu_hours", lambda s: int(s.isna().sum())),
-                                gpu_hours=("gpu_hours", "sum"), cpu_minutes=("cpu_minutes", lambda s: s.sum(min_count=1)))
+    df = pd.DataFrame(
+        [
+            dict(table=t, key=e["key"], gpu_hours=e["gpu_hours"], cpu_minutes=e.get("cpu_minutes"))
+            for e in grid
+            for t in (e["tables"] or ["(prerequisite only)"])
+        ]
+    )
+    g = df.groupby("table").agg(
+        runs=("key", "size"),
+        unknown_size=("gpu_hours", lambda s: int(s.isna().sum())),
+        gpu_hours=("gpu_hours", "sum"),
+        cpu_minutes=("cpu_minutes", lambda s: s.sum(min_count=1)),
+    )
     once = df.drop_duplicates("key")
-    tot = pd.DataFrame([dict(runs=len(grid), unknown_size=int(once.gpu_hours.isna().sum()), gpu_hours=once.gpu_hours.sum(),
-                             cpu_minutes=once.cpu_minutes.sum(min_count=1))], index=["total (each run once)"])
+    tot = pd.DataFrame(
+        [
+            dict(
+                runs=len(grid),
+                unknown_size=int(once.gpu_hours.isna().sum()),
+                gpu_hours=once.gpu_hours.sum(),
+                cpu_minutes=once.cpu_minutes.sum(min_count=1),
+            )
+        ],
+        index=["total (each run once)"],
+    )
     out = pd.concat([g, tot]).round(1)
     return out if out.cpu_minutes.notna().any() else out.drop(columns="cpu_minutes")

@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import BACKBONES, Backbone, get_backbone, read_checkpoint, clean_state_dict, load_weights, fmnist_resnet
+from smn_nb.backbones import (
+    BACKBONES,
+    Backbone,
+    get_backbone,
+    read_checkpoint,
+    clean_state_dict,
+    load_weights,
+    fmnist_resnet,
+)
 from .datasets import ImageDataset, get_dataset
 from .augment import BatchAugment
 from .store import eval_loader, make_loader
@@ -22,85 +30,142 @@ from .train import Classifier, accuracy, cosine_schedule, fit
 __all__ = ['RECIPE', 'fmnist_tensors', 'fmnist_accuracy', 'fmnist_classifier', 'pretrain_fashion_mnist']
 
 # %% ../nbs/03a_pretrain.ipynb #d133fc0a
-def fmnist_tensors(split:str="train",  # "train", "val", "test" or "trainval" (see `smn_nb.datasets.get_dataset`)
-                   size:int=32,         # output side
-                   root=None,           # data root for `get_dataset`
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def fmnist_tensors(
+    split: str = "train",  # "train", "val", "test" or "trainval" (see `smn_nb.datasets.get_dataset`)
+    size: int = 32,  # output side
+    root=None,  # data root for `get_dataset`
+) -> tuple[torch.Tensor, torch.Tensor]:
     "Fashion-MNIST `split` as uint8 images `(N, 1, size, size)` (bilinear resize) and labels `(N,)`."
     ds = get_dataset("fashion_mnist", split=split, root=root)
-    x = ds.images.float()                                                       # (N, 1, 28, 28)
-    if x.shape[-1] != size: x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = ds.images.float()  # (N, 1, 28, 28)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x.round_().clamp_(0, 255).to(torch.uint8), ds.targets.clone()
 
 # %% ../nbs/03a_pretrain.ipynb #5565787a
-def fmnist_accuracy(model:nn.Module, split:str="test", n:int|None=None, root=None) -> float:
+def fmnist_accuracy(model: nn.Module, split: str = "test", n: int | None = None, root=None) -> float:
     "Top-1 accuracy of `model` on the first `n` (None: all) images of Fashion-MNIST `split`, normalised as in pretraining."
     spec = BACKBONES["resnet-fmnist"]
     x, y = fmnist_tensors(split, spec.input_size, root)
     ds = ImageDataset.from_tensors(x[:n], y[:n], name="fashion_mnist", split=split)
     return accuracy(model, eval_loader(ds, spec.input_size, spec.mean, spec.std, 500, crop_pct=1.0))
 
-def fmnist_classifier(path:str|Path|None=None, # checkpoint; None = the lookup of `get_backbone("resnet-fmnist")`
-                     ) -> Classifier:
+
+def fmnist_classifier(
+    path: str | Path | None = None,  # checkpoint; None = the lookup of `get_backbone("resnet-fmnist")`
+) -> Classifier:
     "The pretrained `resnet-fmnist` backbone with its Fashion-MNIST head, from a checkpoint this module wrote."
     bb = get_backbone("resnet-fmnist", weights=path)
     from smn_nb.backbones import local_weights
+
     ck = read_checkpoint(path or local_weights(bb.spec))
-    if "head" not in ck: raise ValueError(f"{path}: no 'head' entry; expected a file written by pretrain_fashion_mnist")
+    if "head" not in ck:
+        raise ValueError(f"{path}: no 'head' entry; expected a file written by pretrain_fashion_mnist")
     head = nn.Linear(bb.spec.embed_dim, ck["head"]["weight"].shape[0])
     load_weights(head, clean_state_dict(ck["head"]), "the Fashion-MNIST head")
     return Classifier(bb, head).eval()
 
 # %% ../nbs/03a_pretrain.ipynb #0c2a40b6
-def _train(spec, x:torch.Tensor, y:torch.Tensor, epochs:int, seed:int, batch_size:int, lr:float, weight_decay:float,
-           progress:bool) -> tuple[Classifier, float]:
+def _train(
+    spec,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epochs: int,
+    seed: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    progress: bool,
+) -> tuple[Classifier, float]:
     "`resnet-fmnist` + a linear head trained on uint8 `x`, `y` by the recipe; the model and its last epoch's loss."
     torch.manual_seed(seed)
     model = Classifier(Backbone(fmnist_resnet(**spec.config), spec), nn.Linear(spec.embed_dim, 10))
     dl = make_loader(ImageDataset.from_tensors(x, y), None, batch_size, shuffle=True, seed=seed)
     groups = [dict(name="all", params=list(model.parameters()), lr=lr, weight_decay=weight_decay)]
-    r = fit(model, dl, groups, {"all": cosine_schedule(lr, epochs, len(dl), epoch_stepped=False)}, epochs, seed=seed,
-            nesterov=True, augment=BatchAugment(spec.input_size, spec.mean, spec.std, shift=2), epoch_metrics=(),
-            progress="auto" if progress else False)
+    r = fit(
+        model,
+        dl,
+        groups,
+        {"all": cosine_schedule(lr, epochs, len(dl), epoch_stepped=False)},
+        epochs,
+        seed=seed,
+        nesterov=True,
+        augment=BatchAugment(spec.input_size, spec.mean, spec.std, shift=2),
+        epoch_metrics=(),
+        progress="auto" if progress else False,
+    )
     return model, r.history[-1]["train_loss"]
 
-def _half(sd): return {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+
+def _half(sd):
+    return {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
 
 # %% ../nbs/03a_pretrain.ipynb #38720b2f
-RECIPE = dict(optimizer="SGD(momentum=0.9, nesterov)", schedule="cosine per step", augment="hflip + translate 2px",
-              input="28->32 bilinear, grey->RGB", storage="fp16")
+RECIPE = dict(
+    optimizer="SGD(momentum=0.9, nesterov)",
+    schedule="cosine per step",
+    augment="hflip + translate 2px",
+    input="28->32 bilinear, grey->RGB",
+    storage="fp16",
+)
 
-def pretrain_fashion_mnist(out_path:str|Path,       # where to write the checkpoint (.pt); the JSON goes beside it
-                           epochs:int=4,             # passes over the training split
-                           seed:int=0,               # seeds init, shuffling and augmentation
-                           subset:int|None=None,     # train on the first `subset` (shuffled) training images only
-                           eval_subset:int|None=None,# evaluate on this many val / test images only
-                           batch_size:int=128,
-                           lr:float=0.1,             # peak learning rate (cosine decay per step to 0)
-                           weight_decay:float=5e-4,
-                           root=None,                # data root (see `smn_nb.datasets`)
-                           progress:bool=True,
-                          ) -> dict:
+
+def pretrain_fashion_mnist(
+    out_path: str | Path,  # where to write the checkpoint (.pt); the JSON goes beside it
+    epochs: int = 4,  # passes over the training split
+    seed: int = 0,  # seeds init, shuffling and augmentation
+    subset: int | None = None,  # train on the first `subset` (shuffled) training images only
+    eval_subset: int | None = None,  # evaluate on this many val / test images only
+    batch_size: int = 128,
+    lr: float = 0.1,  # peak learning rate (cosine decay per step to 0)
+    weight_decay: float = 5e-4,
+    root=None,  # data root (see `smn_nb.datasets`)
+    progress: bool = True,
+) -> dict:
     "Supervised pretraining of `resnet-fmnist` on Fashion-MNIST; writes the checkpoint + JSON, returns the JSON's dict."
-    if epochs < 1: raise ValueError(f"epochs={epochs} must be >= 1")
+    if epochs < 1:
+        raise ValueError(f"epochs={epochs} must be >= 1")
     t0, spec = time.time(), BACKBONES["resnet-fmnist"]
     xtr, ytr = fmnist_tensors("train", spec.input_size, root)
     if subset is not None:
-        keep = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(seed))[:subset]; xtr, ytr = xtr[keep], ytr[keep]
+        keep = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(seed))[:subset]
+        xtr, ytr = xtr[keep], ytr[keep]
     model, loss = _train(spec, xtr, ytr, epochs, seed, batch_size, lr, weight_decay, progress)
     train_s = time.time() - t0
     net_sd, head_sd = _half(model.backbone.net.state_dict()), _half(model.head.state_dict())
-    load_weights(model.backbone.net, clean_state_dict(net_sd)); load_weights(model.head, clean_state_dict(head_sd))  # evaluate the file as shipped
+    load_weights(model.backbone.net, clean_state_dict(net_sd))
+    load_weights(model.head, clean_state_dict(head_sd))  # evaluate the file as shipped
     res = {}
     for split in ("val", "test"):
         res[f"{split}_acc"] = fmnist_accuracy(model, split, eval_subset, root)
         res[f"n_{split}"] = min(len(get_dataset("fashion_mnist", split=split, root=root)), eval_subset or 10**9)
-    recipe = dict(epochs=epochs, seed=seed, subset=subset, eval_subset=eval_subset, batch_size=batch_size, lr=lr,
-                  weight_decay=weight_decay, **RECIPE)
+    recipe = dict(
+        epochs=epochs,
+        seed=seed,
+        subset=subset,
+        eval_subset=eval_subset,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        **RECIPE,
+    )
     import timm
-    meta = dict(backbone="resnet-fmnist", arch=spec.config, mean=spec.mean, std=spec.std, recipe=recipe, n_train=len(ytr),
-                **res, final_train_loss=float(loss), train_seconds=round(train_s, 1),
-                torch=str(torch.__version__), timm=str(timm.__version__), threads=torch.get_num_threads(), machine=platform.machine())
+
+    meta = dict(
+        backbone="resnet-fmnist",
+        arch=spec.config,
+        mean=spec.mean,
+        std=spec.std,
+        recipe=recipe,
+        n_train=len(ytr),
+        **res,
+        final_train_loss=float(loss),
+        train_seconds=round(train_s, 1),
+        torch=str(torch.__version__),
+        timm=str(timm.__version__),
+        threads=torch.get_num_threads(),
+        machine=platform.machine(),
+    )
     out_path = Path(out_path)
     atomic_torch_save({"net": net_sd, "head": head_sd, "meta": meta}, out_path)
     meta.update(sha256=hashlib.sha256(out_path.read_bytes()).hexdigest(), bytes=out_path.stat().st_size)

@@ -28,37 +28,50 @@ def _xy(batch):
     "Split a loader batch into inputs and labels."
     if isinstance(batch, dict):
         xk, yk = [[k for k in ks if k in batch] for ks in (("image", "x", "input"), ("label", "y", "target"))]
-        if not xk or not yk: raise KeyError(f"dict batch needs an input key (image, x, input) and a label key (label, y, target); got {sorted(batch)}")
+        if not xk or not yk:
+            raise KeyError(
+                f"dict batch needs an input key (image, x, input) and a label key (label, y, target); got {sorted(batch)}"
+            )
         return batch[xk[0]], batch[yk[0]]
-    if isinstance(batch, (list, tuple)) and len(batch) >= 2: return batch[0], batch[1]
-    raise ValueError(f"loader batch must be an (inputs, labels, ...) tuple/list or a dict with image/label, got {type(batch).__name__}")
+    if isinstance(batch, (list, tuple)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    raise ValueError(
+        f"loader batch must be an (inputs, labels, ...) tuple/list or a dict with image/label, got {type(batch).__name__}"
+    )
 
-def embed(model:Callable,          # module/callable mapping a batch (B,...) to features (B,F)
-          loader:Iterable,         # yields (inputs, labels, ...) batches, e.g. an unshuffled DataLoader
-          device="cpu",            # where the batches (and an `nn.Module` model) are moved
-          amp:bool=False,          # autocast the forward (fp16 on CUDA, bf16 on CPU); features returned in fp32
-          progress:bool=True,      # show a tqdm bar
-          desc:str="embed",        # the bar's label
-         ) -> tuple[torch.Tensor, torch.Tensor]:
+
+def embed(
+    model: Callable,  # module/callable mapping a batch (B,...) to features (B,F)
+    loader: Iterable,  # yields (inputs, labels, ...) batches, e.g. an unshuffled DataLoader
+    device="cpu",  # where the batches (and an `nn.Module` model) are moved
+    amp: bool = False,  # autocast the forward (fp16 on CUDA, bf16 on CPU); features returned in fp32
+    progress: bool = True,  # show a tqdm bar
+    desc: str = "embed",  # the bar's label
+) -> tuple[torch.Tensor, torch.Tensor]:
     "Features `(N,F)` float32 and labels `(N,)` int64 of every batch of `loader`, in eval mode without gradients."
     device = torch.device(device)
     was_training = getattr(model, "training", None)
-    if isinstance(model, nn.Module): model.to(device).eval()
+    if isinstance(model, nn.Module):
+        model.to(device).eval()
     feats, labels = [], []
     try:
         with torch.no_grad(), parametrize.cached(), torch.autocast(device.type, enabled=amp):
             for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
                 x, y = _xy(batch)
                 f = model(x.to(device, non_blocking=True))
-                if f.ndim != 2: raise ValueError(f"model must return (B,F) features, got shape {tuple(f.shape)}")
-                feats.append(f.float().cpu()); labels.append(torch.as_tensor(y).long().cpu())
+                if f.ndim != 2:
+                    raise ValueError(f"model must return (B,F) features, got shape {tuple(f.shape)}")
+                feats.append(f.float().cpu())
+                labels.append(torch.as_tensor(y).long().cpu())
     finally:
-        if was_training is not None and isinstance(model, nn.Module): model.train(was_training)
-    if not feats: raise ValueError("loader yielded no batches (empty dataset?)")
+        if was_training is not None and isinstance(model, nn.Module):
+            model.train(was_training)
+    if not feats:
+        raise ValueError("loader yielded no batches (empty dataset?)")
     return torch.cat(feats), torch.cat(labels)
 
 # %% ../nbs/05_probes.ipynb #96c18f75
-def state_digest(tensors:dict) -> str:
+def state_digest(tensors: dict) -> str:
     "sha256 hex digest of a dict of tensors: names, dtypes, shapes and bytes, independent of dict order."
     h = hashlib.sha256()
     for name in sorted(tensors):
@@ -67,26 +80,36 @@ def state_digest(tensors:dict) -> str:
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes, any dtype (bf16, bool, ...)
     return h.hexdigest()
 
-def _slug(s:str, n:int=40) -> str: return re.sub(r"[^A-Za-z0-9._-]+", "-", str(s)).strip("-.")[:n] or "x"
 
-def embedding_cache_key(backbone:str,        # backbone name, e.g. "rn50-swav"
-                        mask_digest:str|None, # `state_digest` of the mask/scores; None = unmasked backbone
-                        dataset:str,         # dataset name
-                        split:str,           # "train", "val", "test", ...
-                        extra:str="",        # anything else that changes the embeddings (transform, size, ...)
-                       ) -> str:
+def _slug(s: str, n: int = 40) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(s)).strip("-.")[:n] or "x"
+
+
+def embedding_cache_key(
+    backbone: str,  # backbone name, e.g. "rn50-swav"
+    mask_digest: str | None,  # `state_digest` of the mask/scores; None = unmasked backbone
+    dataset: str,  # dataset name
+    split: str,  # "train", "val", "test", ...
+    extra: str = "",  # anything else that changes the embeddings (transform, size, ...)
+) -> str:
     "Readable, filesystem-safe cache key `backbone__mask__dataset__split[__extra]__hash`."
     parts = [backbone, mask_digest, dataset, split, extra]
     full = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
     readable = [_slug(backbone), _slug(mask_digest[:12]) if mask_digest else "nomask", _slug(dataset), _slug(split)]
-    if extra: readable.append(_slug(extra, 24))
+    if extra:
+        readable.append(_slug(extra, 24))
     return "__".join(readable + [full])
 
-def cached_embed(model:Callable, loader:Iterable,
-                 cache_dir,                 # folder of `<key>.pt` files (created if missing)
-                 key:str,                   # from `embedding_cache_key`
-                 device="cpu", amp:bool=False, progress:bool=True,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+
+def cached_embed(
+    model: Callable,
+    loader: Iterable,
+    cache_dir,  # folder of `<key>.pt` files (created if missing)
+    key: str,  # from `embedding_cache_key`
+    device="cpu",
+    amp: bool = False,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     "`embed`, but load `cache_dir/key.pt` if present and intact (checksummed), else compute and save it atomically."
     if not key or _slug(key, 10**6) != key:
         raise ValueError(f"cache key {key!r} must be non-empty and use only [A-Za-z0-9._-] (use embedding_cache_key)")
@@ -94,8 +117,11 @@ def cached_embed(model:Callable, loader:Iterable,
     if path.exists():
         try:
             d = checked_torch_load(path, map_location="cpu")
-            if d["feats"].ndim == 2 and d["labels"].shape == d["feats"].shape[:1]: return d["feats"], d["labels"]
-            raise CorruptFileError(f"{path} holds features of shape {tuple(d['feats'].shape)} and labels {tuple(d['labels'].shape)}")
+            if d["feats"].ndim == 2 and d["labels"].shape == d["feats"].shape[:1]:
+                return d["feats"], d["labels"]
+            raise CorruptFileError(
+                f"{path} holds features of shape {tuple(d['feats'].shape)} and labels {tuple(d['labels'].shape)}"
+            )
         except (CorruptFileError, KeyError, AttributeError, TypeError) as e:
             warnings.warn(f"embedding cache {path} is unusable ({e}); computing the embeddings again")
     feats, labels = embed(model, loader, device=device, amp=amp, progress=progress, desc=key[:30])
@@ -104,45 +130,71 @@ def cached_embed(model:Callable, loader:Iterable,
 
 # %% ../nbs/05_probes.ipynb #58c28f01
 def _check_xy(feats, labels, name):
-    if feats.ndim != 2: raise ValueError(f"{name} features must be 2-D (N,F), got shape {tuple(feats.shape)}")
+    if feats.ndim != 2:
+        raise ValueError(f"{name} features must be 2-D (N,F), got shape {tuple(feats.shape)}")
     if labels is not None and (labels.ndim != 1 or len(labels) != len(feats)):
-        raise ValueError(f"{name}: {len(feats)} feature rows but labels of shape {tuple(labels.shape)}; lengths must match")
+        raise ValueError(
+            f"{name}: {len(feats)} feature rows but labels of shape {tuple(labels.shape)}; lengths must match"
+        )
 
-def knn_predict(train_feats:torch.Tensor,   # (N,F) training embeddings (normalised here)
-                train_labels:torch.Tensor,  # (N,) integer labels in [0, num_classes)
-                test_feats:torch.Tensor,    # (M,F) embeddings to classify
-                k:int=200,                  # neighbours (clipped to N)
-                T:float=0.1,                # temperature of the exp(sim/T) vote weights
-                num_classes:int|None=None,  # None = max(train_labels)+1
-                chunk:int=1024,             # test rows per block
-               ) -> torch.Tensor:
+
+def knn_predict(
+    train_feats: torch.Tensor,  # (N,F) training embeddings (normalised here)
+    train_labels: torch.Tensor,  # (N,) integer labels in [0, num_classes)
+    test_feats: torch.Tensor,  # (M,F) embeddings to classify
+    k: int = 200,  # neighbours (clipped to N)
+    T: float = 0.1,  # temperature of the exp(sim/T) vote weights
+    num_classes: int | None = None,  # None = max(train_labels)+1
+    chunk: int = 1024,  # test rows per block
+) -> torch.Tensor:
     "Weighted-kNN predictions `(M,)` (cosine similarity, top-`k`, votes `exp(sim/T)`), as in DINO/SwAV."
-    train_feats, test_feats, train_labels = torch.as_tensor(train_feats), torch.as_tensor(test_feats), torch.as_tensor(train_labels)
-    _check_xy(train_feats, train_labels, "train"); _check_xy(test_feats, None, "test")
+    train_feats, test_feats, train_labels = (
+        torch.as_tensor(train_feats),
+        torch.as_tensor(test_feats),
+        torch.as_tensor(train_labels),
+    )
+    _check_xy(train_feats, train_labels, "train")
+    _check_xy(test_feats, None, "test")
     if test_feats.shape[1] != train_feats.shape[1]:
         raise ValueError(f"feature dims differ: train {train_feats.shape[1]} vs test {test_feats.shape[1]}")
-    if len(train_feats) == 0: raise ValueError("train set is empty; need at least one labelled point")
-    if int(k) < 1: raise ValueError(f"k={k} must be >= 1 (valid: any integer >= 1; clipped to N={len(train_feats)})")
-    if not T > 0: raise ValueError(f"T={T} must be > 0 (valid: any positive float; the paper uses 0.1)")
-    if int(chunk) < 1: raise ValueError(f"chunk={chunk} must be >= 1")
+    if len(train_feats) == 0:
+        raise ValueError("train set is empty; need at least one labelled point")
+    if int(k) < 1:
+        raise ValueError(f"k={k} must be >= 1 (valid: any integer >= 1; clipped to N={len(train_feats)})")
+    if not T > 0:
+        raise ValueError(f"T={T} must be > 0 (valid: any positive float; the paper uses 0.1)")
+    if int(chunk) < 1:
+        raise ValueError(f"chunk={chunk} must be >= 1")
     train_labels = train_labels.long().to(train_feats.device)
     C = int(train_labels.max()) + 1 if num_classes is None else int(num_classes)
     if train_labels.min() < 0 or train_labels.max() >= C:
-        raise ValueError(f"train labels must lie in [0, {C}) (num_classes={num_classes}), got range [{int(train_labels.min())}, {int(train_labels.max())}]")
+        raise ValueError(
+            f"train labels must lie in [0, {C}) (num_classes={num_classes}), got range [{int(train_labels.min())}, {int(train_labels.max())}]"
+        )
     k = min(int(k), len(train_feats))
-    tr = F.normalize(train_feats.float(), dim=1)                     # (N,F)
-    te = F.normalize(test_feats.float().to(tr.device), dim=1)        # (M,F)
+    tr = F.normalize(train_feats.float(), dim=1)  # (N,F)
+    te = F.normalize(test_feats.float().to(tr.device), dim=1)  # (M,F)
     out = []
     for i in range(0, len(te), int(chunk)):
-        sim = te[i:i + int(chunk)] @ tr.T                            # (m,N) cosine similarities
-        s, idx = sim.topk(k, dim=1)                                  # (m,k) most similar first
-        w = ((s - s[:, :1]) / T).exp()                               # (m,k) exp(s/T) up to a per-row constant
+        sim = te[i : i + int(chunk)] @ tr.T  # (m,N) cosine similarities
+        s, idx = sim.topk(k, dim=1)  # (m,k) most similar first
+        w = ((s - s[:, :1]) / T).exp()  # (m,k) exp(s/T) up to a per-row constant
         votes = torch.zeros(len(s), C, device=s.device, dtype=w.dtype)
-        votes.scatter_add_(1, train_labels[idx], w)                  # (m,C) summed weights per class
+        votes.scatter_add_(1, train_labels[idx], w)  # (m,C) summed weights per class
         out.append(votes.argmax(1))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
-def knn_accuracy(train_feats, train_labels, test_feats, test_labels, k:int=200, T:float=0.1, num_classes=None, chunk:int=1024) -> float:
+
+def knn_accuracy(
+    train_feats,
+    train_labels,
+    test_feats,
+    test_labels,
+    k: int = 200,
+    T: float = 0.1,
+    num_classes=None,
+    chunk: int = 1024,
+) -> float:
     "Top-1 accuracy of `knn_predict` on (`test_feats`, `test_labels`)."
     test_labels = torch.as_tensor(test_labels)
     _check_xy(torch.as_tensor(test_feats), test_labels, "test")
@@ -150,64 +202,96 @@ def knn_accuracy(train_feats, train_labels, test_feats, test_labels, k:int=200, 
     return (pred.cpu() == test_labels.cpu().long()).float().mean().item()
 
 # %% ../nbs/05_probes.ipynb #d746af97
-def lam_to_C(lam:float,          # λ of mean-CE + λ/2·||W||²
-             n:int,              # N, number of training points
-             num_classes:int=3,  # K; K=2 uses sklearn's single-vector binary model
-            ) -> float:
+def lam_to_C(
+    lam: float,  # λ of mean-CE + λ/2·||W||²
+    n: int,  # N, number of training points
+    num_classes: int = 3,  # K; K=2 uses sklearn's single-vector binary model
+) -> float:
     "scikit-learn `C` whose minimiser equals that of `mean CE + lam/2 ||W||^2`: `1/(N lam)` (`2/(N lam)` for 2 classes)."
-    if not lam > 0: raise ValueError(f"lam={lam} must be > 0 (valid: any positive float; the authors use 0.01/N)")
-    if int(n) < 1: raise ValueError(f"n={n} must be >= 1")
+    if not lam > 0:
+        raise ValueError(f"lam={lam} must be > 0 (valid: any positive float; the authors use 0.01/N)")
+    if int(n) < 1:
+        raise ValueError(f"n={n} must be >= 1")
     return (2.0 if num_classes == 2 else 1.0) / (n * lam)
 
+
 DEFAULT_C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+
 
 def _np(x, dtype=None):
     x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     return x if dtype is None else x.astype(dtype, copy=False)
 
+
 def _prep(f, normalize):
     f = _np(f)
-    if not np.issubdtype(f.dtype, np.floating): f = f.astype(np.float32)
-    if normalize: f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    if not np.issubdtype(f.dtype, np.floating):
+        f = f.astype(np.float32)
+    if normalize:
+        f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
     return f
 
-def linear_probe(train_feats, train_labels,        # (N,F), (N,) unaugmented training embeddings and labels
-                 test_feats, test_labels,          # (M,F), (M,) evaluation embeddings and labels
-                 lam:float|None=None,              # λ; None = the authors' 0.01/N
-                 C:float|None=None,                # sklearn C directly (overrides lam); give one of lam, C
-                 val=None,                         # optional (feats, labels) validation set
-                 select_C:bool=False,              # pick C on `val` from `C_grid` (+ the default C)
-                 C_grid:Iterable=DEFAULT_C_GRID,   # candidates for `select_C`
-                 train_idx=None,                   # indices of the labelled training points (None = all)
-                 normalize:bool=True,              # L2-normalise every embedding first
-                 max_iter:int=1000,                # lbfgs iterations
-                 tol:float=1e-4,                   # lbfgs tolerance
-                 seed:int=0,                       # random_state (lbfgs itself is deterministic)
-                ) -> dict:
+
+def linear_probe(
+    train_feats,
+    train_labels,  # (N,F), (N,) unaugmented training embeddings and labels
+    test_feats,
+    test_labels,  # (M,F), (M,) evaluation embeddings and labels
+    lam: float | None = None,  # λ; None = the authors' 0.01/N
+    C: float | None = None,  # sklearn C directly (overrides lam); give one of lam, C
+    val=None,  # optional (feats, labels) validation set
+    select_C: bool = False,  # pick C on `val` from `C_grid` (+ the default C)
+    C_grid: Iterable = DEFAULT_C_GRID,  # candidates for `select_C`
+    train_idx=None,  # indices of the labelled training points (None = all)
+    normalize: bool = True,  # L2-normalise every embedding first
+    max_iter: int = 1000,  # lbfgs iterations
+    tol: float = 1e-4,  # lbfgs tolerance
+    seed: int = 0,  # random_state (lbfgs itself is deterministic)
+) -> dict:
     "Fit an L2 logistic-regression probe; return `dict(acc, C, lam, clf, val_acc, n_train)`."
     trf, trl, tef, tel = _np(train_feats), _np(train_labels), _np(test_feats), _np(test_labels)
     for f, l, name in [(trf, trl, "train"), (tef, tel, "test")]:
-        if f.ndim != 2: raise ValueError(f"{name} features must be 2-D (N,F), got shape {f.shape}")
-        if l.ndim != 1 or len(l) != len(f): raise ValueError(f"{name}: {len(f)} feature rows but labels of shape {l.shape}; lengths must match")
-    if tef.shape[1] != trf.shape[1]: raise ValueError(f"feature dims differ: train {trf.shape[1]} vs test {tef.shape[1]}")
-    if lam is not None and C is not None: raise ValueError(f"give lam={lam} or C={C}, not both")
-    if select_C and val is None: raise ValueError("select_C=True needs val=(feats, labels); C is never chosen on the test set")
-    if train_idx is not None: trf, trl = trf[_np(train_idx)], trl[_np(train_idx)]
+        if f.ndim != 2:
+            raise ValueError(f"{name} features must be 2-D (N,F), got shape {f.shape}")
+        if l.ndim != 1 or len(l) != len(f):
+            raise ValueError(f"{name}: {len(f)} feature rows but labels of shape {l.shape}; lengths must match")
+    if tef.shape[1] != trf.shape[1]:
+        raise ValueError(f"feature dims differ: train {trf.shape[1]} vs test {tef.shape[1]}")
+    if lam is not None and C is not None:
+        raise ValueError(f"give lam={lam} or C={C}, not both")
+    if select_C and val is None:
+        raise ValueError("select_C=True needs val=(feats, labels); C is never chosen on the test set")
+    if train_idx is not None:
+        trf, trl = trf[_np(train_idx)], trl[_np(train_idx)]
     n, classes = len(trl), np.unique(trl)
-    if len(classes) < 2: raise ValueError(f"need >= 2 classes among the {n} training labels, got {classes.tolist()}")
-    if C is None: C = lam_to_C(0.01 / n if lam is None else lam, n, len(classes))
-    elif not C > 0: raise ValueError(f"C={C} must be > 0")
+    if len(classes) < 2:
+        raise ValueError(f"need >= 2 classes among the {n} training labels, got {classes.tolist()}")
+    if C is None:
+        C = lam_to_C(0.01 / n if lam is None else lam, n, len(classes))
+    elif not C > 0:
+        raise ValueError(f"C={C} must be > 0")
     trf, tef = _prep(trf, normalize), _prep(tef, normalize)
-    fit = lambda c: LogisticRegression(C=float(c), solver="lbfgs", max_iter=max_iter, tol=tol, random_state=seed).fit(trf, trl)
+    fit = lambda c: LogisticRegression(C=float(c), solver="lbfgs", max_iter=max_iter, tol=tol, random_state=seed).fit(
+        trf, trl
+    )
     val_acc = None
     if val is not None:
         vf, vl = _prep(val[0], normalize), _np(val[1])
-        if len(vf) != len(vl): raise ValueError(f"val: {len(vf)} feature rows but {len(vl)} labels; lengths must match")
+        if len(vf) != len(vl):
+            raise ValueError(f"val: {len(vf)} feature rows but {len(vl)} labels; lengths must match")
     if select_C:
         cands = sorted(set(float(c) for c in C_grid) | {float(C)})
         scores = [(fit(c).score(vf, vl), -c) for c in cands]
-        val_acc, negc = max(scores); C = -negc
+        val_acc, negc = max(scores)
+        C = -negc
     clf = fit(C)
-    if val is not None and val_acc is None: val_acc = clf.score(vf, vl)
-    return dict(acc=float(clf.score(tef, tel)), C=float(C), lam=1.0 / (n * C) * (2.0 if len(classes) == 2 else 1.0),
-                clf=clf, val_acc=None if val_acc is None else float(val_acc), n_train=n)
+    if val is not None and val_acc is None:
+        val_acc = clf.score(vf, vl)
+    return dict(
+        acc=float(clf.score(tef, tel)),
+        C=float(C),
+        lam=1.0 / (n * C) * (2.0 if len(classes) == 2 else 1.0),
+        clf=clf,
+        val_acc=None if val_acc is None else float(val_acc),
+        n_train=n,
+    )

@@ -28,156 +28,305 @@ __all__ = ['PROTOCOL', 'MASKED', 'PRACTICES', 'PROTOCOLS', 'OFFLINE_EPOCHS', 'OF
 @dataclass(frozen=True)
 class Recipe:
     "How `method` trains backbones whose name matches `backbones` (an fnmatch pattern)."
+
     backbones: str
     method: str
-    epochs: int|str         # "swav": round(50000/N*150) over the N training images; 0: nothing trains
-    lr: float|None          # scores (M, SMN, topk) or weights (FFT, STN)
-    wd: float|None          # weight decay of what `lr` trains (scores: always 0)
-    head_lr: float|None
-    head_wd: float|None
-    warmup: str             # "40/150": linear warm-up over that share of the epochs, then cosine; "none"
-    head: str               # "linear" (new), "zero-shot" (CLIP prompts), "swav" (projection + prototypes, discarded), "none"
+    epochs: int | str  # "swav": round(50000/N*150) over the N training images; 0: nothing trains
+    lr: float | None  # scores (M, SMN, topk) or weights (FFT, STN)
+    wd: float | None  # weight decay of what `lr` trains (scores: always 0)
+    head_lr: float | None
+    head_wd: float | None
+    warmup: str  # "40/150": linear warm-up over that share of the epochs, then cosine; "none"
+    head: str  # "linear" (new), "zero-shot" (CLIP prompts), "swav" (projection + prototypes, discarded), "none"
     why: str = ""
 
 # %% ../nbs/09_protocol.ipynb #979b5baf
 PROTOCOL = (
-    Recipe("*", "knn", 0, None, None, None, None, "none", "none", "weighted kNN, k=200, T=0.1, on L2-normalised embeddings"),
-    Recipe("*", "lp", 0, None, None, None, None, "none", "none", "logistic regression, lambda=0.01/N, on unaugmented train embeddings"),
+    Recipe(
+        "*", "knn", 0, None, None, None, None, "none", "none", "weighted kNN, k=200, T=0.1, on L2-normalised embeddings"
+    ),
+    Recipe(
+        "*",
+        "lp",
+        0,
+        None,
+        None,
+        None,
+        None,
+        "none",
+        "none",
+        "logistic regression, lambda=0.01/N, on unaugmented train embeddings",
+    ),
     Recipe("*clip*", "M", 32, 10.0, 0.0, 1e-5, 0.1, "none", "zero-shot", "CLIP: 32 epochs, lr 10, plain cosine"),
-    Recipe("*clip*", "FFT", 32, 1e-5, 0.1, 1e-5, 0.1, "none", "zero-shot", "the paper takes CLIP's FFT numbers from other work"),
+    Recipe(
+        "*clip*",
+        "FFT",
+        32,
+        1e-5,
+        0.1,
+        1e-5,
+        0.1,
+        "none",
+        "zero-shot",
+        "the paper takes CLIP's FFT numbers from other work",
+    ),
     Recipe("rn50-swav", "M", 150, 50.0, 0.0, 0.15, 1e-6, "40/150", "linear", "head at the backbone's FFT rate"),
     Recipe("rn50-swav", "FFT", 150, 0.15, 1e-6, 0.15, 1e-6, "none", "linear", "SwAV's own fine-tuning rate"),
-    Recipe("resnet-fmnist", "M", 150, 50.0, 0.0, 0.05, 5e-4, "40/150", "linear", "ours: at 1e-3 a new head barely moves in a short run"),
+    Recipe(
+        "resnet-fmnist",
+        "M",
+        150,
+        50.0,
+        0.0,
+        0.05,
+        5e-4,
+        "40/150",
+        "linear",
+        "ours: at 1e-3 a new head barely moves in a short run",
+    ),
     Recipe("resnet-fmnist", "FFT", 150, 0.05, 5e-4, 0.05, 5e-4, "none", "linear", "ours, as above"),
     Recipe("*", "M", 150, 50.0, 0.0, 1e-3, 5e-4, "40/150", "linear", "rn18-timm and the other timm / DINO ResNets"),
     Recipe("*", "FFT", 150, 1e-3, 5e-4, 1e-3, 5e-4, "none", "linear", "timm's fine-tuning rate"),
     Recipe("*", "SMN", "swav", 50.0, 0.0, 0.15, 1e-6, "none", "swav", "SwAV drives the mask; no warm-up"),
-    Recipe("*", "topk", "swav", 50.0, 0.0, 0.15, 1e-6, "none", "swav", "Ramanujan et al.'s top-k masks under the same SwAV run"),
+    Recipe(
+        "*",
+        "topk",
+        "swav",
+        50.0,
+        0.0,
+        0.15,
+        1e-6,
+        "none",
+        "swav",
+        "Ramanujan et al.'s top-k masks under the same SwAV run",
+    ),
     Recipe("*", "STN", "swav", 0.15, 1e-6, 0.15, 1e-6, "none", "swav", "SwAV trains the weights the mask would cover"),
-    Recipe("*", "SMC", "swav", 50.0, 0.0, 0.15, 1e-6, "none", "cascade", "experts: SMN per cluster of the dispatcher, round(50000/D*150) epochs"),
+    Recipe(
+        "*",
+        "SMC",
+        "swav",
+        50.0,
+        0.0,
+        0.15,
+        1e-6,
+        "none",
+        "cascade",
+        "experts: SMN per cluster of the dispatcher, round(50000/D*150) epochs",
+    ),
 )
+
+
 def protocol_table() -> pd.DataFrame:
     "The recipes as a table (what this notebook renders)."
     return pd.DataFrame([asdict(r) for r in PROTOCOL]).fillna("-")
 
 # %% ../nbs/09_protocol.ipynb #faa511f9
-def recipe(model:str, method:str) -> Recipe:
+def recipe(model: str, method: str) -> Recipe:
     "The first row of `PROTOCOL` for backbone `model` and `method`."
-    if model not in B.BACKBONES: raise ValueError(f"model={model!r} is not one of {list(B.BACKBONES)}")
+    if model not in B.BACKBONES:
+        raise ValueError(f"model={model!r} is not one of {list(B.BACKBONES)}")
     for r in PROTOCOL:
-        if r.method == method and fnmatch.fnmatch(model, r.backbones): return r
+        if r.method == method and fnmatch.fnmatch(model, r.backbones):
+            return r
     raise ValueError(f"method={method!r} is not one of {list(METHODS)}")
 
 # %% ../nbs/09_protocol.ipynb #acdbc614
 _bn = lambda m: isinstance(m, nn.modules.batchnorm._BatchNorm)
-MASKED: dict[str, str|Callable] = {
-    "resnet": "resnet",                       # the paper: every conv weight
-    "resnet-authors": "resnet-authors",       # + downsample BatchNorm affine (the authors' code)
-    "resnet+bn": lambda mn, pn, m: PRESETS["resnet"](mn, pn, m) or (_bn(m) and pn in ("weight", "bias")),  # ablation: frozen none
-    "resnet+bn-weight": lambda mn, pn, m: PRESETS["resnet"](mn, pn, m) or (_bn(m) and pn == "weight"),     # ablation: frozen biases
-    "clip-vit": "clip-vit", "vit": "vit",
+MASKED: dict[str, str | Callable] = {
+    "resnet": "resnet",  # the paper: every conv weight
+    "resnet-authors": "resnet-authors",  # + downsample BatchNorm affine (the authors' code)
+    "resnet+bn": lambda mn, pn, m: (
+        PRESETS["resnet"](mn, pn, m) or (_bn(m) and pn in ("weight", "bias"))
+    ),  # ablation: frozen none
+    "resnet+bn-weight": lambda mn, pn, m: (
+        PRESETS["resnet"](mn, pn, m) or (_bn(m) and pn == "weight")
+    ),  # ablation: frozen biases
+    "clip-vit": "clip-vit",
+    "vit": "vit",
 }
 
-def masked_targets(name:str) -> str|Callable:
+
+def masked_targets(name: str) -> str | Callable:
     "The preset name or predicate `masking.select_targets` takes for the `masked` choice `name`."
-    if name not in MASKED: raise ValueError(f"masked={name!r} is not one of {list(MASKED)}")
+    if name not in MASKED:
+        raise ValueError(f"masked={name!r} is not one of {list(MASKED)}")
     return MASKED[name]
 
 # %% ../nbs/09_protocol.ipynb #31e24772
 @dataclass(frozen=True)
 class Practice:
     "How one thing is done under `protocol='paper'` and under `protocol='authors'`."
-    name: str; paper: Any; authors: Any; why: str
+
+    name: str
+    paper: Any
+    authors: Any
+    why: str
+
 
 PRACTICES = (
-    Practice("train_split", "train", "trainval", "they train on CoOp's train+val and select on test; we keep val apart for validation"),
-    Practice("label_policy", "stratified", "random-42", "theirs: a random, non-stratified share of train+val, seed 42; ours: per class, seeded"),
+    Practice(
+        "train_split",
+        "train",
+        "trainval",
+        "they train on CoOp's train+val and select on test; we keep val apart for validation",
+    ),
+    Practice(
+        "label_policy",
+        "stratified",
+        "random-42",
+        "theirs: a random, non-stratified share of train+val, seed 42; ours: per class, seeded",
+    ),
     Practice("eval_crop_pct", 0.875, 1.0, "theirs: Resize(224)+CenterCrop(224); ours: resize 256, crop 224"),
     Practice("eval_norm", "backbone", "clip", "theirs: CLIP's mean/std for every backbone; ours: each backbone's own"),
     Practice("multicrop_std", "backbone", (0.228, 0.224, 0.225), "their multi-crop's std (a typo of ImageNet's 0.229)"),
-    Practice("clip_prompts", B.CLIP_TEMPLATES, ("This is a photo of a {}",), "theirs: one prompt without full stop; ours: five templates"),
-    Practice("resnet_masked", "resnet", "resnet-authors", "their selector also masks downsample BatchNorm affine parameters"),
-    Practice("topk_init", "constant", "kaiming", "their top-k scores start kaiming-uniform; ours start at S0=1 like SMN's"),
-    Practice("topk_density", "fixed", "linear", "theirs lowers the kept fraction linearly per epoch from 1.0; ours holds the target"),
+    Practice(
+        "clip_prompts",
+        B.CLIP_TEMPLATES,
+        ("This is a photo of a {}",),
+        "theirs: one prompt without full stop; ours: five templates",
+    ),
+    Practice(
+        "resnet_masked", "resnet", "resnet-authors", "their selector also masks downsample BatchNorm affine parameters"
+    ),
+    Practice(
+        "topk_init", "constant", "kaiming", "their top-k scores start kaiming-uniform; ours start at S0=1 like SMN's"
+    ),
+    Practice(
+        "topk_density",
+        "fixed",
+        "linear",
+        "theirs lowers the kept fraction linearly per epoch from 1.0; ours holds the target",
+    ),
 )
 PROTOCOLS = ("paper", "authors")
 
-def practices(protocol:str="paper") -> dict:
+
+def practices(protocol: str = "paper") -> dict:
     "Practice name -> how `protocol` does it."
-    if protocol not in PROTOCOLS: raise ValueError(f"protocol={protocol!r} is not one of {list(PROTOCOLS)}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r} is not one of {list(PROTOCOLS)}")
     return {q.name: getattr(q, protocol) for q in PRACTICES}
 
 # %% ../nbs/09_protocol.ipynb #30a7b943
-def label_indices(targets,                 # labels of the training set, (N,)
-                  fraction:float,          # share of labels kept, in (0, 1]
-                  policy:str="stratified", # "stratified" (per class, seeded) or "random-42" (the authors')
-                  seed:int=0,
-                 ) -> np.ndarray:
+def label_indices(
+    targets,  # labels of the training set, (N,)
+    fraction: float,  # share of labels kept, in (0, 1]
+    policy: str = "stratified",  # "stratified" (per class, seeded) or "random-42" (the authors')
+    seed: int = 0,
+) -> np.ndarray:
     "Sorted indices of the labelled training images under `policy`."
-    if policy == "stratified": return SP.label_fraction_indices(targets, fraction, seed=seed)[0]
-    if policy != "random-42": raise ValueError(f"policy={policy!r} is not one of ['stratified', 'random-42']")
+    if policy == "stratified":
+        return SP.label_fraction_indices(targets, fraction, seed=seed)[0]
+    if policy != "random-42":
+        raise ValueError(f"policy={policy!r} is not one of ['stratified', 'random-42']")
     n = len(targets)
-    if fraction == 1: return np.arange(n)
+    if fraction == 1:
+        return np.arange(n)
     return np.sort(np.random.default_rng(42).choice(n, size=max(1, round(fraction * n)), replace=False))
 
 # %% ../nbs/09_protocol.ipynb #6ca204e8
-OFFLINE_EPOCHS = {   # dataset: (supervised, self-supervised) epochs, ~11.5k and ~29k images each (the paper's rule, E ∝ 1/N,
-    "digits": (8, 20), "fashion_mnist": (1, 1), "mnist": (3, 7), "fmnist_inverted": (5, 12)}   # on a CPU budget of minutes)
+OFFLINE_EPOCHS = {  # dataset: (supervised, self-supervised) epochs, ~11.5k and ~29k images each (the paper's rule, E ∝ 1/N,
+    "digits": (8, 20),
+    "fashion_mnist": (1, 1),
+    "mnist": (3, 7),
+    "fmnist_inverted": (5, 12),
+}  # on a CPU budget of minutes)
 OFFLINE_DATASETS = tuple(OFFLINE_EPOCHS)
-OFFLINE_SWAV = dict(prototypes=50, queue_length=0, freeze_prototypes=0.05, eps=0.03,                # what makes SwAV learn at
-                    multicrop=dict(n_small=0, large_scale=(0.3, 1.0), p_jitter=0.0, p_blur=0.0))     # 32 px (see below)
-CASCADE = dict(experts=5, pca_dims=20)       # the authors' router: top-20 principal components, a 5-component GMM
-PROBE = dict(knn_k=200, knn_T=0.1, eval_batch=256)   # weighted kNN as DINO evaluates it; images per evaluation batch
+OFFLINE_SWAV = dict(
+    prototypes=50,
+    queue_length=0,
+    freeze_prototypes=0.05,
+    eps=0.03,  # what makes SwAV learn at
+    multicrop=dict(n_small=0, large_scale=(0.3, 1.0), p_jitter=0.0, p_blur=0.0),
+)  # 32 px (see below)
+CASCADE = dict(experts=5, pca_dims=20)  # the authors' router: top-20 principal components, a 5-component GMM
+PROBE = dict(knn_k=200, knn_T=0.1, eval_batch=256)  # weighted kNN as DINO evaluates it; images per evaluation batch
 
-def _epochs(r:Recipe, epochs, dataset, n_train, label_fraction=1.0) -> int:
-    if r.epochs == 0: return 0                        # probes train nothing, whatever `epochs` says
-    if epochs is not None: return epochs
-    if dataset in OFFLINE_DATASETS:                   # a budget of images: fewer labels, more epochs of them
-        return OFFLINE_EPOCHS[dataset][1] if r.epochs == "swav" else max(1, round(OFFLINE_EPOCHS[dataset][0] / label_fraction))
-    if r.epochs != "swav": return r.epochs
-    if n_train is None: raise ValueError(f"{r.method} on {dataset!r}: E = round(50000/N*150) needs the training-set size N (n_train)")
+
+def _epochs(r: Recipe, epochs, dataset, n_train, label_fraction=1.0) -> int:
+    if r.epochs == 0:
+        return 0  # probes train nothing, whatever `epochs` says
+    if epochs is not None:
+        return epochs
+    if dataset in OFFLINE_DATASETS:  # a budget of images: fewer labels, more epochs of them
+        return (
+            OFFLINE_EPOCHS[dataset][1]
+            if r.epochs == "swav"
+            else max(1, round(OFFLINE_EPOCHS[dataset][0] / label_fraction))
+        )
+    if r.epochs != "swav":
+        return r.epochs
+    if n_train is None:
+        raise ValueError(f"{r.method} on {dataset!r}: E = round(50000/N*150) needs the training-set size N (n_train)")
     return swav_epochs(n_train)
 
 # %% ../nbs/09_protocol.ipynb #73994552
 def _data_hparams(spec, method, pr) -> dict:
     mean, std = (B.CLIP_MEAN, B.CLIP_STD) if pr["eval_norm"] == "clip" else (spec.mean, spec.std)
-    return dict(train_split=pr["train_split"], label_policy=pr["label_policy"],
-                eval=dict(crop_pct=pr["eval_crop_pct"], mean=list(mean), std=list(std)), probe=dict(PROBE))
+    return dict(
+        train_split=pr["train_split"],
+        label_policy=pr["label_policy"],
+        eval=dict(crop_pct=pr["eval_crop_pct"], mean=list(mean), std=list(std)),
+        probe=dict(PROBE),
+    )
+
 
 def _method_hparams(spec, method, pr, prototypes, masked, cascade, experts, offline) -> dict:
     hp = {}
     if method not in ("knn", "lp"):
         hp["masked"] = masked or (pr["resnet_masked"] if spec.preset == "resnet" else spec.preset)
         masked_targets(hp["masked"])
-    if method == "SMC": hp.update(CASCADE, cascade=cascade, experts=experts or CASCADE["experts"])
+    if method == "SMC":
+        hp.update(CASCADE, cascade=cascade, experts=experts or CASCADE["experts"])
     if method in SWAV_METHODS:
         std = spec.std if pr["multicrop_std"] == "backbone" else pr["multicrop_std"]
         sw = OFFLINE_SWAV if offline else SWAV
         hp.update(sw, prototypes=prototypes or sw["prototypes"], multicrop_std=list(std))
-    if method == "topk": hp.update(topk_init=pr["topk_init"], topk_density=pr["topk_density"])
-    if method in ("M", "FFT") and spec.preset == "clip-vit": hp["prompts"] = list(pr["clip_prompts"])
+    if method == "topk":
+        hp.update(topk_init=pr["topk_init"], topk_density=pr["topk_density"])
+    if method in ("M", "FFT") and spec.preset == "clip-vit":
+        hp["prompts"] = list(pr["clip_prompts"])
     return hp
 
 # %% ../nbs/09_protocol.ipynb #98ff557d
-def resolve_hparams(model:str, method:str,
-                    dataset:str|None=None,     # offline datasets get the CPU budget and their own crops
-                    protocol:str="paper",      # one of `PROTOCOLS`
-                    epochs:int|None=None, lr:float|None=None,   # explicit values win over the table's
-                    n_train:int|None=None,     # N, for self-supervised epochs on a paper dataset
-                    prototypes:int|None=None,  # SwAV's K (ablation); None: 500
-                    masked:str|None=None,      # a key of `MASKED`; None: the protocol's
-                    cascade:str|None=None,     # SMC only: "cond" or "uncond"
-                    experts:int|None=None,     # SMC only: K, clusters and experts; None: 5
-                    label_fraction:float=1.0,  # offline supervised runs see the same images at any fraction: epochs ÷ this
-                   ) -> dict:
+def resolve_hparams(
+    model: str,
+    method: str,
+    dataset: str | None = None,  # offline datasets get the CPU budget and their own crops
+    protocol: str = "paper",  # one of `PROTOCOLS`
+    epochs: int | None = None,
+    lr: float | None = None,  # explicit values win over the table's
+    n_train: int | None = None,  # N, for self-supervised epochs on a paper dataset
+    prototypes: int | None = None,  # SwAV's K (ablation); None: 500
+    masked: str | None = None,  # a key of `MASKED`; None: the protocol's
+    cascade: str | None = None,  # SMC only: "cond" or "uncond"
+    experts: int | None = None,  # SMC only: K, clusters and experts; None: 5
+    label_fraction: float = 1.0,  # offline supervised runs see the same images at any fraction: epochs ÷ this
+) -> dict:
     "Every hyper-parameter a run of `method` on `model` uses, under `protocol`."
     r, spec, pr = recipe(model, method), B.BACKBONES[model], practices(protocol)
     E = _epochs(r, epochs, dataset, n_train, label_fraction)
-    if method == "SMC" and cascade not in ("cond", "uncond"): raise ValueError(f"method='SMC' needs cascade='cond' or 'uncond', not {cascade!r}")
-    hp = dict(protocol=protocol, epochs=E, **_data_hparams(spec, method, pr), **_method_hparams(spec, method, pr, prototypes, masked, cascade, experts, dataset in OFFLINE_DATASETS))
-    if E == 0: return hp
+    if method == "SMC" and cascade not in ("cond", "uncond"):
+        raise ValueError(f"method='SMC' needs cascade='cond' or 'uncond', not {cascade!r}")
+    hp = dict(
+        protocol=protocol,
+        epochs=E,
+        **_data_hparams(spec, method, pr),
+        **_method_hparams(spec, method, pr, prototypes, masked, cascade, experts, dataset in OFFLINE_DATASETS),
+    )
+    if E == 0:
+        return hp
     warm = paper_warmup(E) if r.warmup == "40/150" else 0
-    hp.update(lr=float(lr if lr is not None else r.lr), wd=r.wd, head_lr=r.head_lr, head_wd=r.head_wd, warmup_epochs=warm, head=r.head)
-    if method in ("M", "FFT"): hp["train_aug"] = dict(DS.DATASETS[dataset].train_aug) if dataset in DS.DATASETS else {}
-    if method == "FFT" and lr is not None: hp["head_lr"] = float(lr)
+    hp.update(
+        lr=float(lr if lr is not None else r.lr),
+        wd=r.wd,
+        head_lr=r.head_lr,
+        head_wd=r.head_wd,
+        warmup_epochs=warm,
+        head=r.head,
+    )
+    if method in ("M", "FFT"):
+        hp["train_aug"] = dict(DS.DATASETS[dataset].train_aug) if dataset in DS.DATASETS else {}
+    if method == "FFT" and lr is not None:
+        hp["head_lr"] = float(lr)
     return hp

@@ -21,20 +21,23 @@ __all__ = ['SCHEMA', 'ADAPTATION_FIELDS', 'RECORD_SHAPE', 'source_checkout', 'ru
            'summary', 'plot_history', 'plot_active_fraction']
 
 # %% ../nbs/10b_records.ipynb #fa5ff202
-def source_checkout() -> Path|None:
+def source_checkout() -> Path | None:
     "The source checkout smn_nb is imported from (an editable install), if any."
     root = Path(smn_nb.__file__).resolve().parents[1]
     return root if (root / "settings.ini").is_file() and (root / "nbs").is_dir() else None
 
-def runs_root(runs_dir:str|Path|None=None) -> Path:
+
+def runs_root(runs_dir: str | Path | None = None) -> Path:
     "Where records live: `runs_dir`, else `$SMN_NB_RUNS`, else `runs/` in the source checkout, else `./runs`."
-    if runs_dir is None: runs_dir = os.environ.get("SMN_NB_RUNS") or (source_checkout() or Path.cwd()) / "runs"
+    if runs_dir is None:
+        runs_dir = os.environ.get("SMN_NB_RUNS") or (source_checkout() or Path.cwd()) / "runs"
     return Path(runs_dir).expanduser()
 
 # %% ../nbs/10b_records.ipynb #b89d5881
-SCHEMA = 3    # 3: hparams["probe"] (kNN k, T, evaluation batch); 2: one record shape, `status`
+SCHEMA = 3  # 3: hparams["probe"] (kNN k, T, evaluation batch); 2: one record shape, `status`
 
-def upgrade_record(rec:dict) -> dict:
+
+def upgrade_record(rec: dict) -> dict:
     "`rec` as today's code reads it: an older record's hyper-parameters gain the probe settings its run used."
     hp = rec.get("hparams")
     if isinstance(hp, dict) and "probe" not in hp:
@@ -42,12 +45,15 @@ def upgrade_record(rec:dict) -> dict:
     return rec
 
 # %% ../nbs/10b_records.ipynb #5a7ad14e
-def read_record(folder:str|Path) -> dict|None:
+def read_record(folder: str | Path) -> dict | None:
     "The record in `folder`, or None if there is none or it cannot be read."
-    try: return upgrade_record(json.loads((Path(folder) / "result.json").read_text()))
-    except (OSError, ValueError): return None
+    try:
+        return upgrade_record(json.loads((Path(folder) / "result.json").read_text()))
+    except (OSError, ValueError):
+        return None
 
-def finished_record(folder:str|Path) -> dict|None:
+
+def finished_record(folder: str | Path) -> dict | None:
     "The record in `folder` if its run finished (records from before `status` existed were only written when finished)."
     r = read_record(folder)
     return r if r is not None and r.get("status", "finished") == "finished" else None
@@ -56,88 +62,155 @@ def finished_record(folder:str|Path) -> dict|None:
 class RunInProgress(RuntimeError):
     "Another process is doing this run right now."
 
+
 @contextmanager
-def run_lock(folder:str|Path):
+def run_lock(folder: str | Path):
     "Create `folder`, check it can be written, and hold its run lock for the duration."
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(folder / ".lock"); lock.acquire(timeout=0)
-    except Timeout: raise RunInProgress(f"run {folder.name} is in progress in another process (it holds {folder / '.lock'}); "
-                                        f"its record will appear in {folder}") from None
-    except OSError as e: raise OSError(f"cannot write run results to {folder}: {e.strerror or e}; "
-                                       f"set runs_dir (or $SMN_NB_RUNS) to a writable folder") from e
-    try: yield folder
-    finally: lock.release()
+        lock = FileLock(folder / ".lock")
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunInProgress(
+            f"run {folder.name} is in progress in another process (it holds {folder / '.lock'}); "
+            f"its record will appear in {folder}"
+        ) from None
+    except OSError as e:
+        raise OSError(
+            f"cannot write run results to {folder}: {e.strerror or e}; "
+            f"set runs_dir (or $SMN_NB_RUNS) to a writable folder"
+        ) from e
+    try:
+        yield folder
+    finally:
+        lock.release()
 
 # %% ../nbs/10b_records.ipynb #0df6695d
-ADAPTATION_FIELDS = ("active_frac", "density", "n_masked", "n_trained", "entropy_bits", "mask_file_bytes", "mask_bits",
-                      "adaptation_bits", "adaptation_bits_1bit", "active_per_tensor")
-RECORD_SHAPE = dict(schema=SCHEMA, run_id=None, status=None, params=None, hparams=None,
-                    metrics=dict(test_acc=None, knn_acc=None, lp_acc=None, lp_C=None, val_acc=None),
-                    **dict.fromkeys(ADAPTATION_FIELDS), size_beta=None, size_beta_1bit=None, forward_passes=None, members=None, source_run=None, swav_collapse=None, n_train_labelled=None, n_classes=None, embed_dim=None,
-                    history=None, resumed_from=None, seconds=None, device=None, env=None, warnings=None, error=None)
+ADAPTATION_FIELDS = (
+    "active_frac",
+    "density",
+    "n_masked",
+    "n_trained",
+    "entropy_bits",
+    "mask_file_bytes",
+    "mask_bits",
+    "adaptation_bits",
+    "adaptation_bits_1bit",
+    "active_per_tensor",
+)
+RECORD_SHAPE = dict(
+    schema=SCHEMA,
+    run_id=None,
+    status=None,
+    params=None,
+    hparams=None,
+    metrics=dict(test_acc=None, knn_acc=None, lp_acc=None, lp_C=None, val_acc=None),
+    **dict.fromkeys(ADAPTATION_FIELDS),
+    size_beta=None,
+    size_beta_1bit=None,
+    forward_passes=None,
+    members=None,
+    source_run=None,
+    swav_collapse=None,
+    n_train_labelled=None,
+    n_classes=None,
+    embed_dim=None,
+    history=None,
+    resumed_from=None,
+    seconds=None,
+    device=None,
+    env=None,
+    warnings=None,
+    error=None,
+)
 
-def shaped(rec:dict) -> dict:
+
+def shaped(rec: dict) -> dict:
     "`rec` with every key of `RECORD_SHAPE` (missing ones None) and nothing else; metrics likewise."
-    if extra := set(rec) - set(RECORD_SHAPE): raise KeyError(f"record fields {sorted(extra)} are not in RECORD_SHAPE")
+    if extra := set(rec) - set(RECORD_SHAPE):
+        raise KeyError(f"record fields {sorted(extra)} are not in RECORD_SHAPE")
     out = {k: rec.get(k, v) for k, v in RECORD_SHAPE.items()}
     out["metrics"] = {**RECORD_SHAPE["metrics"], **(rec.get("metrics") or {})}
     return out | dict(schema=SCHEMA)
 
 # %% ../nbs/10b_records.ipynb #6aeb1006
-def run_warnings(rec:dict, n_classes:int) -> list[str]:
+def run_warnings(rec: dict, n_classes: int) -> list[str]:
     "Plain-words warnings for a record: too few optimiser steps for a new head, accuracy at or below chance."
     w, p, n = [], rec["params"], rec["n_train_labelled"]
     if p["method"] in ("M", "FFT") and n < p["batch_size"]:
-        w.append(f"the {n} labelled training images are fewer than one batch ({p['batch_size']}): each epoch is a single "
-                 f"optimiser step ({len(rec['history'])} in all), too few to train a new head; compare with method lp")
+        w.append(
+            f"the {n} labelled training images are fewer than one batch ({p['batch_size']}): each epoch is a single "
+            f"optimiser step ({len(rec['history'])} in all), too few to train a new head; compare with method lp"
+        )
     acc, chance = rec["metrics"]["test_acc"], 1 / n_classes
-    if acc <= chance: w.append(f"test accuracy {acc:.3f} is at or below chance ({chance:.3f} for {n_classes} classes)")
+    if acc <= chance:
+        w.append(f"test accuracy {acc:.3f} is at or below chance ({chance:.3f} for {n_classes} classes)")
     return w
 
-def nonfinite_fields(rec:dict) -> list[str]:
+
+def nonfinite_fields(rec: dict) -> list[str]:
     "Names of the record's numbers that are NaN or infinite (metrics, active fraction, last epoch's history)."
     last = rec["history"][-1] if rec.get("history") else {}
-    vals = {**{f"metrics.{k}": v for k, v in rec["metrics"].items()}, "active_frac": rec.get("active_frac"),
-            **{f"history[-1].{k}": v for k, v in last.items()}}
+    vals = {
+        **{f"metrics.{k}": v for k, v in rec["metrics"].items()},
+        "active_frac": rec.get("active_frac"),
+        **{f"history[-1].{k}": v for k, v in last.items()},
+    }
     return [k for k, v in vals.items() if isinstance(v, float) and not math.isfinite(v)]
 
 # %% ../nbs/10b_records.ipynb #f88c2793
-def _flat(d:dict, prefix:str="") -> dict:
+def _flat(d: dict, prefix: str = "") -> dict:
     "Nested dicts as one level, keys joined by `_`."
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict): out.update(_flat(v, f"{prefix}{k}_"))
-        else: out[f"{prefix}{k}"] = v
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}_"))
+        else:
+            out[f"{prefix}{k}"] = v
     return out
+
 
 _NOT_COLUMNS = ("params", "hparams", "metrics", "history", "env", "active_per_tensor")
 
-def load_results(runs_dir:str|Path|None=None, finished_only:bool=True) -> pd.DataFrame:
+
+def load_results(runs_dir: str | Path | None = None, finished_only: bool = True) -> pd.DataFrame:
     "Every record under `runs_dir`, one row each: parameters, `hp_*`, metrics and every other field of the record."
     rows = []
     for f in sorted(runs_root(runs_dir).glob("*/result.json")):
         r = read_record(f.parent)
-        if r is None or (finished_only and r.get("status", "finished") != "finished"): continue
+        if r is None or (finished_only and r.get("status", "finished") != "finished"):
+            continue
         r = {**RECORD_SHAPE, **r}
-        rows.append({**(r["params"] or {}), **_flat(r["hparams"] or {}, "hp_"), **(r["metrics"] or {}), "epochs_done": len(r["history"] or []),
-                     **{f"measured_{k}" if k in DEFAULTS else k: v for k, v in r.items() if k not in _NOT_COLUMNS}})   # top-k's density: asked vs found
+        rows.append(
+            {
+                **(r["params"] or {}),
+                **_flat(r["hparams"] or {}, "hp_"),
+                **(r["metrics"] or {}),
+                "epochs_done": len(r["history"] or []),
+                **{f"measured_{k}" if k in DEFAULTS else k: v for k, v in r.items() if k not in _NOT_COLUMNS},
+            }
+        )  # top-k's density: asked vs found
     return pd.DataFrame(rows)
 
-def summary(rec:dict) -> str:
+
+def summary(rec: dict) -> str:
     "One paragraph on a record: metrics, adaptation size, time, warnings."
     m = ", ".join(f"{k}={v:.4f}" for k, v in rec["metrics"].items() if isinstance(v, float) and k != "lp_C")
     size = f", adaptation {rec['adaptation_bits'] / 8e3:,.1f} kB" if rec.get("adaptation_bits") is not None else ""
     act = f", {rec['active_frac']:.2%} of weights active" if rec.get("active_frac") is not None else ""
     res = f" (resumed after epoch {rec['resumed_from']})" if rec.get("resumed_from") is not None else ""
     src = f" (adaptation of {rec['source_run']})" if rec.get("source_run") else ""
-    return "\n".join([f"{rec['run_id']}: {m}{act}{size}{src}; {rec['seconds']:.0f} s{res}"] + [f"WARNING: {w}" for w in rec.get("warnings") or []])
+    return "\n".join(
+        [f"{rec['run_id']}: {m}{act}{size}{src}; {rec['seconds']:.0f} s{res}"]
+        + [f"WARNING: {w}" for w in rec.get("warnings") or []]
+    )
 
 # %% ../nbs/10b_records.ipynb #aa3173f3
-def plot_history(rec:dict):
+def plot_history(rec: dict):
     "Training loss, validation accuracy and active fraction per epoch of a result record."
     import matplotlib.pyplot as plt
+
     h = pd.DataFrame(rec["history"])
     cols = [c for c in ("train_loss", "val_acc", "active_frac") if c in h]
     fig, axs = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3), squeeze=False)
@@ -145,17 +218,24 @@ def plot_history(rec:dict):
         ax.plot(h.epoch, h[c], marker=".")
         ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.set(xlabel="epoch", title=c.replace("_", " "))
-    fig.suptitle(rec["run_id"], fontsize=9); fig.tight_layout()
+    fig.suptitle(rec["run_id"], fontsize=9)
+    fig.tight_layout()
     return fig
 
-def plot_active_fraction(rec:dict):
+
+def plot_active_fraction(rec: dict):
     "Percent of weights switched off in each masked tensor, in network order, from zero."
     import matplotlib.pyplot as plt
+
     off = {k: 100 * (1 - v) for k, v in rec["active_per_tensor"].items()}
     fig, ax = plt.subplots(figsize=(max(4, 0.25 * len(off)), 3))
     ax.bar(range(len(off)), list(off.values()))
     ax.set_xticks(range(len(off)), list(off), rotation=90, fontsize=6)
-    ax.set_ylim(bottom=0); ax.ticklabel_format(axis="y", useOffset=False, style="plain")
-    ax.set(ylabel="% switched off", title=f"{100 * (1 - rec['active_frac']):.3g}% of {sum(1 for _ in off)} tensors' weights switched off overall")
+    ax.set_ylim(bottom=0)
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+    ax.set(
+        ylabel="% switched off",
+        title=f"{100 * (1 - rec['active_frac']):.3g}% of {sum(1 for _ in off)} tensors' weights switched off overall",
+    )
     fig.tight_layout()
     return fig

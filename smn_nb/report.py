@@ -12,7 +12,19 @@ import numpy as np
 import pandas as pd
 
 from . import paper as PP
-from .paper import Profile, PROFILES, DECLARED, FIELD, SPLIT_SIZES, paper_numbers, cell_run, table_ids, substitute, run_seeds, resolve_run
+from smn_nb.paper import (
+    Profile,
+    PROFILES,
+    DECLARED,
+    FIELD,
+    SPLIT_SIZES,
+    paper_numbers,
+    cell_run,
+    table_ids,
+    substitute,
+    run_seeds,
+    resolve_run,
+)
 from .spec import DEFAULTS
 from .records import load_results, read_record, runs_root, source_checkout
 from .methods import SWAV_METHODS, method_info
@@ -31,29 +43,37 @@ __all__ = ['OURS_CODEC', 'PERCENT', 'FIGURES', 'PARTS', 'READOUTS', 'HEADLINE', 
 
 # %% ../nbs/14_report.ipynb #4ccb3a35
 def _canon(v):
-    if v is None or (isinstance(v, float) and math.isnan(v)): return None
-    if isinstance(v, (bool, np.bool_)): return bool(v)
-    if isinstance(v, (int, float, np.integer, np.floating)): return round(float(v), 9)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return round(float(v), 9)
     return v
 
-def cell_runs(prof:Profile,   # the profile: which seeds
-              table:str,      # the table or figure id
-              p:dict,         # the cell's run parameters (no seed)
-             ) -> tuple:
+
+def cell_runs(
+    prof: Profile,  # the profile: which seeds
+    table: str,  # the table or figure id
+    p: dict,  # the cell's run parameters (no seed)
+) -> tuple:
     "The run id of cell parameters `p` for each seed `prof` runs it with (None where the id needs the data)."
     return tuple(resolve_run(dict(p, seed=s), SPLIT_SIZES)[2] for s in run_seeds(prof, table, p))
 
 # %% ../nbs/14_report.ipynb #b6bafb8d
 _LABELS = {k: v for k, v in PP.PAPER_METHODS.items() if k not in ("none", "SMN mask", "STN fp32 weights")}
 
-def _has(p:dict, sub:dict) -> bool: return all(_canon(p.get(a, DEFAULTS.get(a))) == _canon(b) for a, b in sub.items())
 
-def method_label(p:dict) -> str:
+def _has(p: dict, sub: dict) -> bool:
+    return all(_canon(p.get(a, DEFAULTS.get(a))) == _canon(b) for a, b in sub.items())
+
+
+def method_label(p: dict) -> str:
     "The paper's name for the method of run parameters `p`, e.g. `topk-found`, `SMN prototypes=50`."
     p = dict(p, density=0.5) if p.get("method") == "topk" and _canon(p.get("density")) is None else p
     base = next((k for k, v in _LABELS.items() if _has(p, v)), p.get("method"))
     abl = [k for k, v in PP.ABLATIONS.items() if v and _has(p, v)]
-    k = _canon(p.get("prototypes"))        # a K the paper did not run (the mini profile's scaled ablation)
+    k = _canon(p.get("prototypes"))  # a K the paper did not run (the mini profile's scaled ablation)
     default = (OFFLINE_SWAV if p.get("dataset") in OFFLINE_DATASETS else SWAV)["prototypes"]
     abl = abl or ([f"prototypes={k:g}"] if k is not None and k != default else [])
     return f"{base} {abl[0]}" if base == "SMN" and abl else base
@@ -63,26 +83,44 @@ OURS_CODEC = "codec=range (ours)"
 PERCENT = ("percent_active", "percent_zeroed", "percent_size_reduction")
 FIGURES = ("published/fig3", "seed-draft/fig1", "seed-draft/fig2")
 
-def profile_tables(profile:str) -> list[str]:
+
+def profile_tables(profile: str) -> list[str]:
     "The table and figure ids a profile's grid serves."
     return sorted(PROFILES[profile].tables or table_ids())
 
-def _sources(table:str, prof) -> list[dict]:
+
+def _sources(table: str, prof) -> list[dict]:
     "The paper's cells of `table` and its declared runs, before the profile's substitutions."
-    nums = paper_numbers(); nums = nums[nums.id == table]
+    nums = paper_numbers()
+    nums = nums[nums.id == table]
     metric = nums.metric.iloc[0] if nums.metric.nunique() == 1 else "top1"
-    out = [dict(model=r.model, method=r.method, dataset=r.dataset, metric=r.metric, note=r.note, fraction=1.0, value=r.value)
-           for r in nums.itertuples()]
+    out = [
+        dict(
+            model=r.model, method=r.method, dataset=r.dataset, metric=r.metric, note=r.note, fraction=1.0, value=r.value
+        )
+        for r in nums.itertuples()
+    ]
     for d in (d for d in DECLARED + prof.extra if d.id == table):
         fr = d.fractions if d.fractions == (1.0,) or prof.fractions is None else prof.fractions
-        out += [dict(model=m, method=method_label(q), dataset=ds, metric=metric if len(nums) else d.metric, note="", fraction=f, value=np.nan)
-                for m, q, ds, f in product(d.models, d.methods, d.datasets, fr)]
+        out += [
+            dict(
+                model=m,
+                method=method_label(q),
+                dataset=ds,
+                metric=metric if len(nums) else d.metric,
+                note="",
+                fraction=f,
+                value=np.nan,
+            )
+            for m, q, ds, f in product(d.models, d.methods, d.datasets, fr)
+        ]
     return out
 
 # %% ../nbs/14_report.ipynb #015638a3
 _COLS = ["model", "method", "dataset", "metric", "codec", "fraction"]
 
-def table_cells(table:str, profile:str="paper", overrides:dict|None=None) -> pd.DataFrame:
+
+def table_cells(table: str, profile: str = "paper", overrides: dict | None = None) -> pd.DataFrame:
     "Every cell of `table` as `profile` reproduces it: row, column, run parameters and ids, the paper's number(s)."
     prof, rows = PROFILES[profile], []
     for s in _sources(table, prof):
@@ -90,29 +128,54 @@ def table_cells(table:str, profile:str="paper", overrides:dict|None=None) -> pd.
         codec = s["note"] if s["note"].startswith("codec=") else ""
         for p in substitute(prof, table, q):
             p |= {"label_fraction": s["fraction"], **(overrides or {})}
-            method = s["method"] + (f" (ours: {p['prototypes']})" if p.get("prototypes") != q.get("prototypes") else "")   # rescaled K
-            rows.append(dict(model=prof.model or PP.PAPER_MODELS.get(s["model"], s["model"]), method=method, dataset=p["dataset"],
-                             metric=s["metric"], codec=codec, fraction=s["fraction"], value=s["value"], params=p, run_ids=cell_runs(prof, table, p),
-                             exact=prof.model is None and prof.datasets is None))
+            method = s["method"] + (
+                f" (ours: {p['prototypes']})" if p.get("prototypes") != q.get("prototypes") else ""
+            )  # rescaled K
+            rows.append(
+                dict(
+                    model=prof.model or PP.PAPER_MODELS.get(s["model"], s["model"]),
+                    method=method,
+                    dataset=p["dataset"],
+                    metric=s["metric"],
+                    codec=codec,
+                    fraction=s["fraction"],
+                    value=s["value"],
+                    params=p,
+                    run_ids=cell_runs(prof, table, p),
+                    exact=prof.model is None and prof.datasets is None,
+                )
+            )
     df = pd.DataFrame(rows)
-    if df.codec.ne("").any():        # our own coder beside the paper's codecs
+    if df.codec.ne("").any():  # our own coder beside the paper's codecs
         df = pd.concat([df, df.drop_duplicates(_COLS[:4]).assign(codec=OURS_CODEC, value=np.nan)], ignore_index=True)
     g = df.groupby(_COLS, sort=False)
-    out = g.agg(paper=("value", "mean"), n_paper=("value", "count"), exact=("exact", "all"), run_ids=("run_ids", "first"), params=("params", "first"))
+    out = g.agg(
+        paper=("value", "mean"),
+        n_paper=("value", "count"),
+        exact=("exact", "all"),
+        run_ids=("run_ids", "first"),
+        params=("params", "first"),
+    )
     return out.reset_index().assign(table=table, expected=lambda d: d.run_ids.map(len))
 
 # %% ../nbs/14_report.ipynb #54586e51
-def metric_values(df:pd.DataFrame, metric:str, codec:str="") -> pd.Series:
+def metric_values(df: pd.DataFrame, metric: str, codec: str = "") -> pd.Series:
     "Our number for the paper's `metric` from each record row of `df` (NaN where the record does not measure it)."
     col = lambda c: pd.to_numeric(df[c], errors="coerce") if c in df else pd.Series(np.nan, index=df.index, dtype=float)
-    if metric == "percent_active": return 100 * col("active_frac")
-    if metric == "percent_zeroed": return 100 * (1 - col("active_frac"))
+    if metric == "percent_active":
+        return 100 * col("active_frac")
+    if metric == "percent_zeroed":
+        return 100 * (1 - col("active_frac"))
     if metric == "percent_size_reduction":
-        return 100 * (1 - col("mask_bits") / col("n_masked")) if codec == OURS_CODEC else pd.Series(np.nan, index=df.index, dtype=float)
+        return (
+            100 * (1 - col("mask_bits") / col("n_masked"))
+            if codec == OURS_CODEC
+            else pd.Series(np.nan, index=df.index, dtype=float)
+        )
     return col(FIELD[metric])
 
 # %% ../nbs/14_report.ipynb #dde4f9ea
-def _records(df:pd.DataFrame, c, seeds:set) -> pd.DataFrame:
+def _records(df: pd.DataFrame, c, seeds: set) -> pd.DataFrame:
     "The records of cell `c`: its runs by id, at every seed in `seeds` too; where an id needs the data, by parameters."
     ids = set(c.run_ids) | {resolve_run(dict(c.params, seed=int(s)), SPLIT_SIZES)[2] for s in seeds}
     hit = df.run_id.isin(ids - {None})
@@ -120,60 +183,96 @@ def _records(df:pd.DataFrame, c, seeds:set) -> pd.DataFrame:
         hit |= pd.Series([_has(r, c.params) for r in df.to_dict("records")], index=df.index, dtype=bool)
     return df[hit].sort_values("run_id")
 
-def _ours(recs:pd.DataFrame, c) -> dict:
+
+def _ours(recs: pd.DataFrame, c) -> dict:
     v = metric_values(recs, c.metric, c.codec).set_axis(recs.seed.to_numpy()).dropna()
     v = v[~v.index.duplicated(keep="last")]
-    return dict(ours=v.mean() if len(v) else np.nan, std=v.std(ddof=1) if len(v) > 1 else np.nan, n=len(v),
-                values=list(v), seeds=list(v.index), found_runs=list(recs.run_id), found=len(recs))
+    return dict(
+        ours=v.mean() if len(v) else np.nan,
+        std=v.std(ddof=1) if len(v) > 1 else np.nan,
+        n=len(v),
+        values=list(v),
+        seeds=list(v.index),
+        found_runs=list(recs.run_id),
+        found=len(recs),
+    )
 
-def fill_cells(cells:pd.DataFrame, df:pd.DataFrame) -> pd.DataFrame:
+
+def fill_cells(cells: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     "`cells` with our numbers from the records `df` (`load_results`): mean, std, seeds found, status, Δ."
     if df.empty:
         df = pd.DataFrame(columns=["run_id", "seed"])
-    seeds = set(df.seed.dropna())        # a seed the profile does not ask for still counts (a user's extra run)
+    seeds = set(df.seed.dropna())  # a seed the profile does not ask for still counts (a user's extra run)
     rows = [_ours(_records(df, c, seeds), c) for c in cells.itertuples()]
     cols = list(_ours(df.iloc[:0], cells.iloc[0])) if len(cells) else []
     out = pd.concat([cells.reset_index(drop=True), pd.DataFrame(rows, columns=cols)], axis=1)
-    never = (out.metric == "percent_size_reduction") & (out.codec != OURS_CODEC)      # the paper's codecs: not what we store
+    never = (out.metric == "percent_size_reduction") & (
+        out.codec != OURS_CODEC
+    )  # the paper's codecs: not what we store
     status = [never, out.n >= out.expected, out.n > 0, out.found > 0]
     out["status"] = np.select(status, ["not measured", "done", "partial", "not measured"], "missing")
     out["delta"] = np.where(out.exact & (out.n_paper == 1) & (out.n > 0), out.ours - out.paper, np.nan)
     return out
 
 # %% ../nbs/14_report.ipynb #b175c6bd
-def _fmt(v, metric:str, sign:bool=False) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)): return ""
+def _fmt(v, metric: str, sign: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
     return f"{v:{'+' if sign else ''}.{2 if metric in PERCENT else 3}f}"
+
 
 def cell_parts(c) -> tuple[str, str, str]:
     "(ours, paper, Δ) texts of one filled cell."
-    if c.status == "missing": ours = f"— (0/{c.expected})"
-    elif c.status == "not measured": ours = "n/m"
-    else: ours = _fmt(c.ours, c.metric) + (f" ± {_fmt(c['std'], c.metric)}" if c.n > 1 else "") + (f" ({c.n}/{c.expected})" if c.n < c.expected else "")
+    if c.status == "missing":
+        ours = f"— (0/{c.expected})"
+    elif c.status == "not measured":
+        ours = "n/m"
+    else:
+        ours = (
+            _fmt(c.ours, c.metric)
+            + (f" ± {_fmt(c['std'], c.metric)}" if c.n > 1 else "")
+            + (f" ({c.n}/{c.expected})" if c.n < c.expected else "")
+        )
     paper = "—" if c.n_paper == 0 else ("" if c.n_paper == 1 and c.exact else "≈") + _fmt(c.paper, c.metric)
     return ours, paper, _fmt(c.delta, c.metric, sign=True)
 
+
 def _col(c, levels) -> tuple:
-    f = dict(dataset=c.dataset, metric=c.metric, codec=c.codec.removeprefix("codec="), fraction=f"{c.fraction:g} of labels")
+    f = dict(
+        dataset=c.dataset, metric=c.metric, codec=c.codec.removeprefix("codec="), fraction=f"{c.fraction:g} of labels"
+    )
     return tuple(f[l] for l in levels)
 
 # %% ../nbs/14_report.ipynb #8af99ad1
 PARTS = ("ours", "paper", "Δ")
 
-def wide(cells:pd.DataFrame, joined:bool=True) -> pd.DataFrame:
+
+def wide(cells: pd.DataFrame, joined: bool = True) -> pd.DataFrame:
     "The table as laid out: rows (model, method), columns the dataset and the levels that vary; cells joined `ours | paper | Δ`."
     levels = ["dataset"] + [l for l in ("metric", "codec", "fraction") if cells[l].nunique() > 1]
     rows, cols = [(c.model, c.method) for c in cells.itertuples()], [_col(c, levels) for c in cells.itertuples()]
     parts = [cell_parts(c) for _, c in cells.iterrows()]
-    if joined: data, cidx = {(r, k): " | ".join(p) for r, k, p in zip(rows, cols, parts)}, list(dict.fromkeys(cols))
-    else: data, cidx = {(r, k + (n,)): x for r, k, p in zip(rows, cols, parts) for n, x in zip(PARTS, p)}, [k + (n,) for k in dict.fromkeys(cols) for n in PARTS]
-    s = pd.Series(data); s.index = pd.MultiIndex.from_tuples([(r[0], r[1], k) for r, k in s.index])
-    out = s.unstack(2).reindex(index=pd.MultiIndex.from_tuples(list(dict.fromkeys(rows)), names=["model", "method"]), columns=cidx)
-    out.columns = pd.MultiIndex.from_tuples(cidx, names=levels + ([] if joined else ["part"])) if len(cidx[0]) > 1 else pd.Index([k[0] for k in cidx], name="dataset")
+    if joined:
+        data, cidx = {(r, k): " | ".join(p) for r, k, p in zip(rows, cols, parts)}, list(dict.fromkeys(cols))
+    else:
+        data, cidx = (
+            {(r, k + (n,)): x for r, k, p in zip(rows, cols, parts) for n, x in zip(PARTS, p)},
+            [k + (n,) for k in dict.fromkeys(cols) for n in PARTS],
+        )
+    s = pd.Series(data)
+    s.index = pd.MultiIndex.from_tuples([(r[0], r[1], k) for r, k in s.index])
+    out = s.unstack(2).reindex(
+        index=pd.MultiIndex.from_tuples(list(dict.fromkeys(rows)), names=["model", "method"]), columns=cidx
+    )
+    out.columns = (
+        pd.MultiIndex.from_tuples(cidx, names=levels + ([] if joined else ["part"]))
+        if len(cidx[0]) > 1
+        else pd.Index([k[0] for k in cidx], name="dataset")
+    )
     return out.fillna("")
 
 # %% ../nbs/14_report.ipynb #4ad3fbdb
-def to_markdown(cells:pd.DataFrame) -> str:
+def to_markdown(cells: pd.DataFrame) -> str:
     "The table as GitHub Markdown, one cell `ours \\| paper \\| Δ`."
     w = wide(cells)
     head = ["model", "method"] + [" ".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in w.columns]
@@ -181,254 +280,434 @@ def to_markdown(cells:pd.DataFrame) -> str:
     lines += ["| " + " | ".join([m, meth] + [v.replace("|", "\\|") for v in r]) + " |" for (m, meth), r in w.iterrows()]
     return "\n".join(lines)
 
+
 _TEX = {"±": r"$\pm$", "—": "--", "Δ": r"$\Delta$", "≈": r"$\approx$"}
 
-def to_latex(cells:pd.DataFrame, caption:str="") -> str:
+
+def to_latex(cells: pd.DataFrame, caption: str = "") -> str:
     "The table as LaTeX (booktabs: `\\usepackage{booktabs}`), ours / paper / Δ as sub-columns."
-    s = wide(cells, joined=False).style.format(escape="latex").format_index(escape="latex", axis=0).format_index(escape="latex", axis=1)
+    s = (
+        wide(cells, joined=False)
+        .style.format(escape="latex")
+        .format_index(escape="latex", axis=0)
+        .format_index(escape="latex", axis=1)
+    )
     tex = s.to_latex(hrules=True, multicol_align="c", caption=caption.replace("_", r"\_") or None)
-    for a, b in _TEX.items(): tex = tex.replace(a, b)
+    for a, b in _TEX.items():
+        tex = tex.replace(a, b)
     return tex
 
 # %% ../nbs/14_report.ipynb #74d8f147
-def styled(cells:pd.DataFrame, tol:float=0.01, caption:str=""):
+def styled(cells: pd.DataFrame, tol: float = 0.01, caption: str = ""):
     "The table as a pandas Styler: Δ beyond `tol` (or 1 point for percentages) coloured, missing cells grey, partial pale yellow."
     w, css = wide(cells), {}
     for c in cells.itertuples():
         t = tol * (100 if c.metric in PERCENT else 1)
-        css[(c.model, c.method, c.dataset)] = ("color: #999" if c.status in ("missing", "not measured") else
-            "background-color: #fff6d5" if c.status == "partial" else
-            "background-color: #dbe9ff" if c.delta > t else "background-color: #ffdede" if c.delta < -t else "")
+        css[(c.model, c.method, c.dataset)] = (
+            "color: #999"
+            if c.status in ("missing", "not measured")
+            else "background-color: #fff6d5"
+            if c.status == "partial"
+            else "background-color: #dbe9ff"
+            if c.delta > t
+            else "background-color: #ffdede"
+            if c.delta < -t
+            else ""
+        )
+
     def colour(col):
         ds = col.name[0] if isinstance(col.name, tuple) else col.name
         return [css.get((m, meth, ds), "") for m, meth in col.index]
+
     return w.style.apply(colour, axis=0).set_caption(caption)
 
 # %% ../nbs/14_report.ipynb #8173d507
-def report_tables(df:pd.DataFrame, profile:str="mini", overrides:dict|None=None) -> dict[str, pd.DataFrame]:
+def report_tables(df: pd.DataFrame, profile: str = "mini", overrides: dict | None = None) -> dict[str, pd.DataFrame]:
     "Filled cells of every table and figure id of the profile, from the records `df`."
     return {t: fill_cells(table_cells(t, profile, overrides), df) for t in profile_tables(profile)}
 
 # %% ../nbs/14_report.ipynb #22af1145
-def _order(s:pd.Series) -> str: return " > ".join(f"{k[1]} ({v:.3f})" for k, v in s.sort_values(ascending=False).items())
+def _order(s: pd.Series) -> str:
+    return " > ".join(f"{k[1]} ({v:.3f})" for k, v in s.sort_values(ascending=False).items())
 
-def _best(cells:pd.DataFrame) -> str:
+
+def _best(cells: pd.DataFrame) -> str:
     acc = cells[~cells.metric.isin(PERCENT) & cells.ours.notna()]
-    g = [(ds, x.loc[x.ours.idxmax()]) for ds, x in acc.groupby(["dataset", "metric", "fraction"], sort=False) if x.method.nunique() > 1]
-    name = lambda k: k[0] + ("" if acc.metric.nunique() == 1 else f" {k[1]}") + ("" if acc.fraction.nunique() == 1 else f" at {k[2]:g} of the labels")
+    g = [
+        (ds, x.loc[x.ours.idxmax()])
+        for ds, x in acc.groupby(["dataset", "metric", "fraction"], sort=False)
+        if x.method.nunique() > 1
+    ]
+    name = lambda k: (
+        k[0]
+        + ("" if acc.metric.nunique() == 1 else f" {k[1]}")
+        + ("" if acc.fraction.nunique() == 1 else f" at {k[2]:g} of the labels")
+    )
     return "; ".join(f"{name(k)}: {b.method} {b.ours:.3f}" for k, b in g)
 
-def _same_runs(cells:pd.DataFrame) -> str:
+
+def _same_runs(cells: pd.DataFrame) -> str:
     "Rows that are one and the same run under the profile's substitutions (e.g. the init ablations on one backbone)."
     keys = cells.groupby(["model", "method"], sort=False).run_ids.agg(tuple)
     groups = [list(g.index.get_level_values(1)) for _, g in keys.groupby(keys, sort=False) if len(g) > 1]
     return "".join(f" Rows {' = '.join(g)} are the same runs here." for g in groups)
 
-def table_sentence(cells:pd.DataFrame) -> str:
+
+def table_sentence(cells: pd.DataFrame) -> str:
     "What a filled table shows, in words computed from it."
     n, st = len(cells), cells.status.value_counts()
-    out = [f"{st.get('done', 0)} of {n} cells have every seed, {st.get('partial', 0)} fewer, {st.get('missing', 0)} are missing"
-           + (f" and {st.get('not measured', 0)} are not measured by this library" if st.get("not measured") else "") + "."]
+    out = [
+        f"{st.get('done', 0)} of {n} cells have every seed, {st.get('partial', 0)} fewer, {st.get('missing', 0)} are missing"
+        + (f" and {st.get('not measured', 0)} are not measured by this library" if st.get("not measured") else "")
+        + "."
+    ]
     d = cells.dropna(subset=["delta"])
     if len(d):
         w = d.loc[d.delta.abs().idxmax()]
-        out.append(f"Over the {len(d)} cells with both numbers ours is {d.delta.mean():+.3f} from the paper on average (median {d.delta.median():+.3f}); "
-                   f"the largest gap is {w.model} {w.method} on {w.dataset} ({w.metric}), {w.delta:+.3f}.")
-    if b := _best(cells): out.append(f"Best per column: {b}.")
+        out.append(
+            f"Over the {len(d)} cells with both numbers ours is {d.delta.mean():+.3f} from the paper on average (median {d.delta.median():+.3f}); "
+            f"the largest gap is {w.model} {w.method} on {w.dataset} ({w.metric}), {w.delta:+.3f}."
+        )
+    if b := _best(cells):
+        out.append(f"Best per column: {b}.")
     return " ".join(out) + _same_runs(cells) + _ranking(cells)
 
 # %% ../nbs/14_report.ipynb #94b62033
-def _ranking(cells:pd.DataFrame) -> str:
+def _ranking(cells: pd.DataFrame) -> str:
     "Mini profile: the order of the methods, ours beside the paper's (one metric, accuracies only)."
     acc = cells[~cells.metric.isin(PERCENT) & ~cells.exact]
-    if acc.empty or acc.metric.nunique() > 1 or acc.method.nunique() < 2 or acc.paper.isna().all(): return ""
-    w = acc.pivot_table(index=["model", "method"], columns=["dataset", "fraction"], values="ours", aggfunc="first").dropna(axis=1)
+    if acc.empty or acc.metric.nunique() > 1 or acc.method.nunique() < 2 or acc.paper.isna().all():
+        return ""
+    w = acc.pivot_table(
+        index=["model", "method"], columns=["dataset", "fraction"], values="ours", aggfunc="first"
+    ).dropna(axis=1)
     paper = acc.groupby(["model", "method"]).paper.mean().dropna()
     ours = "no column has every method yet" if w.empty else _order(w.mean(axis=1))
-    return (f" The paper's numbers stand for other backbones and data (≈: their mean), so no Δ is computed; the order of the methods is what "
-            f"carries over — ours: {ours}; the paper's: {_order(paper) if len(paper) else 'none in this table'}.")
+    return (
+        f" The paper's numbers stand for other backbones and data (≈: their mean), so no Δ is computed; the order of the methods is what "
+        f"carries over — ours: {ours}; the paper's: {_order(paper) if len(paper) else 'none in this table'}."
+    )
 
 # %% ../nbs/14_report.ipynb #4a804830
-def _long(cells:pd.DataFrame) -> pd.DataFrame:
+def _long(cells: pd.DataFrame) -> pd.DataFrame:
     "One row per (cell, seed) with a value."
     c = cells[cells.n > 0]
-    return c[["model", "method", "dataset", "metric", "fraction", "values"]].explode("values").rename(columns=dict(values="value")).astype(dict(value=float))
+    return (
+        c[["model", "method", "dataset", "metric", "fraction", "values"]]
+        .explode("values")
+        .rename(columns=dict(values="value"))
+        .astype(dict(value=float))
+    )
 
-def _panels(n:int, w:float=4.2, h:float=3.2, sharey=True):
+
+def _panels(n: int, w: float = 4.2, h: float = 3.2, sharey=True):
     import matplotlib.pyplot as plt
+
     fig, axs = plt.subplots(1, n, figsize=(w * n, h), squeeze=False, sharey=sharey)
     return fig, axs[0]
 
-def plot_low_shot(cells:pd.DataFrame, title:str=""):
+
+def plot_low_shot(cells: pd.DataFrame, title: str = ""):
     "Accuracy vs label fraction (log x), one line per method, one panel per dataset; None if nothing to plot."
     import seaborn as sns
+
     d = _long(cells)
-    if d.empty: return None
+    if d.empty:
+        return None
     fig, axs = _panels(d.dataset.nunique())
     for ax, (ds, x) in zip(axs, d.groupby("dataset", sort=False)):
-        sns.lineplot(data=x, x="fraction", y="value", hue="method", marker="o", errorbar="sd", ax=ax, hue_order=list(dict.fromkeys(cells.method)))
+        sns.lineplot(
+            data=x,
+            x="fraction",
+            y="value",
+            hue="method",
+            marker="o",
+            errorbar="sd",
+            ax=ax,
+            hue_order=list(dict.fromkeys(cells.method)),
+        )
         ax.set(xscale="log", title=ds, xlabel="fraction of labels (log)", ylabel="test accuracy")
-    fig.suptitle(title); fig.tight_layout()
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/14_report.ipynb #fb303eb6
-def _at(x:pd.DataFrame, f) -> str:
+def _at(x: pd.DataFrame, f) -> str:
     m = x[x.fraction == f].groupby("method").value.mean()
     return f"{m.idxmax()} ({m.max():.3f})"
 
-def low_shot_sentence(cells:pd.DataFrame) -> str:
+
+def low_shot_sentence(cells: pd.DataFrame) -> str:
     "Which method leads at the fewest and at the most labels, per dataset."
     d = _long(cells)
-    if d.empty: return "Not drawn: no run of this figure has finished."
-    per = [f"{ds}: {_at(x, x.fraction.min())} at {x.fraction.min():g} of the labels, {_at(x, x.fraction.max())} at {x.fraction.max():g}"
-           for ds, x in d.groupby("dataset", sort=False)]
+    if d.empty:
+        return "Not drawn: no run of this figure has finished."
+    per = [
+        f"{ds}: {_at(x, x.fraction.min())} at {x.fraction.min():g} of the labels, {_at(x, x.fraction.max())} at {x.fraction.max():g}"
+        for ds, x in d.groupby("dataset", sort=False)
+    ]
     return "Best method " + "; ".join(per) + f" ({(cells.n > 0).sum()} of {len(cells)} points have results)."
 
 # %% ../nbs/14_report.ipynb #38a87568
 READOUTS = {"kNN": "knn_acc", "linear probe": "lp_acc", "own head": "test_acc"}
 
-def used_records(df:pd.DataFrame, tables:dict[str, pd.DataFrame]) -> pd.DataFrame:
+
+def used_records(df: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     "The record rows of `df` that some cell of `tables` matched, with the paper's `label` for their method."
     ids = {i for cs in tables.values() for ids in cs.found_runs for i in ids}
-    if df.empty or not ids: return pd.DataFrame(columns=list(dict.fromkeys([*df.columns, *DEFAULTS, "run_id", "label"])))
+    if df.empty or not ids:
+        return pd.DataFrame(columns=list(dict.fromkeys([*df.columns, *DEFAULTS, "run_id", "label"])))
     d = df[df.run_id.isin(ids)]
     return d.assign(label=[method_label(r) for r in d.to_dict("records")])
 
-def readouts(d:pd.DataFrame) -> pd.DataFrame:
+
+def readouts(d: pd.DataFrame) -> pd.DataFrame:
     "One row per (record, readout) at all labels: model, dataset, method label, seed, readout, accuracy."
     d = d[pd.to_numeric(d.label_fraction) == 1.0]
-    rows = [dict(model=r["model"], dataset=r["dataset"], method=r["label"], seed=r["seed"], readout=k, acc=r.get(f))
-            for r in d.to_dict("records") for k, f in READOUTS.items()
-            if _canon(r.get(f)) is not None and (k != "own head" or r["method"] in ("M", "FFT"))]
+    rows = [
+        dict(model=r["model"], dataset=r["dataset"], method=r["label"], seed=r["seed"], readout=k, acc=r.get(f))
+        for r in d.to_dict("records")
+        for k, f in READOUTS.items()
+        if _canon(r.get(f)) is not None and (k != "own head" or r["method"] in ("M", "FFT"))
+    ]
     return pd.DataFrame(rows, columns=["model", "dataset", "method", "seed", "readout", "acc"])
 
 # %% ../nbs/14_report.ipynb #41110f3f
 _ORDER = list(_LABELS)
 
-def _method_order(ms) -> list[str]: return sorted(set(ms), key=lambda m: (_ORDER.index(m.split()[0]) if m.split()[0] in _ORDER else 99, m))
 
-def plot_methods(d:pd.DataFrame, title:str=""):
+def _method_order(ms) -> list[str]:
+    return sorted(set(ms), key=lambda m: (_ORDER.index(m.split()[0]) if m.split()[0] in _ORDER else 99, m))
+
+
+def plot_methods(d: pd.DataFrame, title: str = ""):
     "Bars: accuracy of each method and readout at all labels, a panel per dataset (and backbone); None if nothing to plot."
     import seaborn as sns
+
     r = readouts(d)
-    if r.empty: return None
-    g = sns.catplot(data=r, kind="bar", x="method", y="acc", hue="readout", col="dataset", row="model" if r.model.nunique() > 1 else None,
-                    order=_method_order(r.method), hue_order=[k for k in READOUTS if k in set(r.readout)], errorbar="sd", height=3.2, aspect=1.5)
-    g.set_xticklabels(rotation=45, ha="right"); g.set_axis_labels("", "accuracy"); g.figure.suptitle(title, y=1.02)
+    if r.empty:
+        return None
+    g = sns.catplot(
+        data=r,
+        kind="bar",
+        x="method",
+        y="acc",
+        hue="readout",
+        col="dataset",
+        row="model" if r.model.nunique() > 1 else None,
+        order=_method_order(r.method),
+        hue_order=[k for k in READOUTS if k in set(r.readout)],
+        errorbar="sd",
+        height=3.2,
+        aspect=1.5,
+    )
+    g.set_xticklabels(rotation=45, ha="right")
+    g.set_axis_labels("", "accuracy")
+    g.figure.suptitle(title, y=1.02)
     return g.figure
 
-def methods_sentence(d:pd.DataFrame) -> str:
+
+def methods_sentence(d: pd.DataFrame) -> str:
     "The best method and readout per dataset (and backbone)."
     r = readouts(d)
-    if r.empty: return "Not drawn: no run at all labels has finished."
+    if r.empty:
+        return "Not drawn: no run at all labels has finished."
     m = r.groupby(["model", "dataset", "method", "readout"]).acc.mean()
-    best = [f"{ds}{'' if r.model.nunique() == 1 else ' (' + mo + ')'}: {k[2]} + {k[3]} ({m[k]:.3f})"
-            for (mo, ds), x in m.groupby(level=[0, 1]) for k in [x.idxmax()]]
+    best = [
+        f"{ds}{'' if r.model.nunique() == 1 else ' (' + mo + ')'}: {k[2]} + {k[3]} ({m[k]:.3f})"
+        for (mo, ds), x in m.groupby(level=[0, 1])
+        for k in [x.idxmax()]
+    ]
     return "Highest mean accuracy at all labels — " + "; ".join(best) + "."
 
 # %% ../nbs/14_report.ipynb #e49c660c
-def layer_table(d:pd.DataFrame, runs_dir=None) -> pd.DataFrame:
+def layer_table(d: pd.DataFrame, runs_dir=None) -> pd.DataFrame:
     "One row per (record, masked tensor): dataset, method label, seed, layer index, tensor, percent switched off."
     rows = []
     for r in d.to_dict("records"):
-        apt = r.get("active_per_tensor") if isinstance(r.get("active_per_tensor"), dict) else (read_record(runs_root(runs_dir) / r["run_id"]) or {}).get("active_per_tensor")
-        rows += [dict(dataset=r["dataset"], model=r["model"], method=r["label"], seed=r["seed"], layer=i, tensor=k, off=100 * (1 - v))
-                 for i, (k, v) in enumerate((apt or {}).items())]
+        apt = (
+            r.get("active_per_tensor")
+            if isinstance(r.get("active_per_tensor"), dict)
+            else (read_record(runs_root(runs_dir) / r["run_id"]) or {}).get("active_per_tensor")
+        )
+        rows += [
+            dict(
+                dataset=r["dataset"],
+                model=r["model"],
+                method=r["label"],
+                seed=r["seed"],
+                layer=i,
+                tensor=k,
+                off=100 * (1 - v),
+            )
+            for i, (k, v) in enumerate((apt or {}).items())
+        ]
     return pd.DataFrame(rows, columns=["dataset", "model", "method", "seed", "layer", "tensor", "off"])
 
-def plot_layers(lt:pd.DataFrame, title:str=""):
+
+def plot_layers(lt: pd.DataFrame, title: str = ""):
     "Percent switched off per masked tensor, one line per method, one panel per dataset; None if nothing to plot."
     import seaborn as sns
-    if lt.empty: return None
+
+    if lt.empty:
+        return None
     fig, axs = _panels(lt.dataset.nunique(), w=5, sharey=False)
     for ax, (ds, x) in zip(axs, lt.groupby("dataset", sort=False)):
-        sns.lineplot(data=x, x="layer", y="off", hue="method", style="model" if x.model.nunique() > 1 else None, marker=".", errorbar="sd", ax=ax)
-        ax.set(title=ds, xlabel="masked tensor (network order)", ylabel="% of weights switched off"); ax.set_ylim(bottom=0)
-    fig.suptitle(title); fig.tight_layout()
+        sns.lineplot(
+            data=x,
+            x="layer",
+            y="off",
+            hue="method",
+            style="model" if x.model.nunique() > 1 else None,
+            marker=".",
+            errorbar="sd",
+            ax=ax,
+        )
+        ax.set(title=ds, xlabel="masked tensor (network order)", ylabel="% of weights switched off")
+        ax.set_ylim(bottom=0)
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig
 
-def layers_sentence(lt:pd.DataFrame) -> str:
+
+def layers_sentence(lt: pd.DataFrame) -> str:
     "Where the masks switch off most."
-    if lt.empty: return "Not drawn: no mask run has finished."
+    if lt.empty:
+        return "Not drawn: no mask run has finished."
     m = lt.groupby(["dataset", "method", "tensor"]).off.mean()
     k = m.idxmax()
     return f"The most switched-off tensor is {k[2]} ({m[k]:.2f}% off, {k[1]} on {k[0]}); the mean over all tensors and runs is {lt.off.mean():.2f}% off."
 
 # %% ../nbs/14_report.ipynb #ac12d742
-def tradeoff(d:pd.DataFrame) -> pd.DataFrame:
+def tradeoff(d: pd.DataFrame) -> pd.DataFrame:
     "Mean over seeds of accuracy and stored bits per (model, dataset, method, readout), at all labels."
     rows = []
     for r in d[pd.to_numeric(d.label_fraction) == 1.0].to_dict("records"):
-        rec = dict(params=dict(method=r["method"]), adaptation_bits=_canon(r.get("adaptation_bits")), n_classes=r.get("n_classes"), embed_dim=r.get("embed_dim"))
+        rec = dict(
+            params=dict(method=r["method"]),
+            adaptation_bits=_canon(r.get("adaptation_bits")),
+            n_classes=r.get("n_classes"),
+            embed_dim=r.get("embed_dim"),
+        )
         for f in dict.fromkeys([method_info(r["method"]).readout, "knn_acc"]):
-            if _canon(r.get(f)) is None or (f == "lp_acc" and _canon(r.get("n_classes")) is None): continue
-            rows.append(dict(model=r["model"], dataset=r["dataset"], method=r["label"], readout={v: k for k, v in READOUTS.items()}[f], acc=r[f], bits=stored_bits(rec, f)))
+            if _canon(r.get(f)) is None or (f == "lp_acc" and _canon(r.get("n_classes")) is None):
+                continue
+            rows.append(
+                dict(
+                    model=r["model"],
+                    dataset=r["dataset"],
+                    method=r["label"],
+                    readout={v: k for k, v in READOUTS.items()}[f],
+                    acc=r[f],
+                    bits=stored_bits(rec, f),
+                )
+            )
     t = pd.DataFrame(rows, columns=["model", "dataset", "method", "readout", "acc", "bits"])
-    return t.groupby(["model", "dataset", "method", "readout"], sort=False).agg(acc=("acc", "mean"), std=("acc", "std"), bits=("bits", "mean")).reset_index()
+    return (
+        t.groupby(["model", "dataset", "method", "readout"], sort=False)
+        .agg(acc=("acc", "mean"), std=("acc", "std"), bits=("bits", "mean"))
+        .reset_index()
+    )
 
 # %% ../nbs/14_report.ipynb #76146daf
-def plot_tradeoff(t:pd.DataFrame, title:str=""):
+def plot_tradeoff(t: pd.DataFrame, title: str = ""):
     "Accuracy vs stored bits (log x), colour = method, marker = readout, a panel per dataset; None if nothing to plot."
     import seaborn as sns
-    if t.empty: return None
+
+    if t.empty:
+        return None
     t = t.assign(bits=t.bits.clip(lower=1))
     fig, axs = _panels(t.dataset.nunique(), w=5, h=3.6)
     for ax, (ds, x) in zip(axs, t.groupby("dataset", sort=False)):
         ax.errorbar(x.bits, x.acc, yerr=x["std"].fillna(0), fmt="none", ecolor="#aaa", zorder=1)
-        sns.scatterplot(data=x, x="bits", y="acc", hue="method", style="readout", s=60, ax=ax, hue_order=_method_order(t.method), legend=ax is axs[-1])
+        sns.scatterplot(
+            data=x,
+            x="bits",
+            y="acc",
+            hue="method",
+            style="readout",
+            s=60,
+            ax=ax,
+            hue_order=_method_order(t.method),
+            legend=ax is axs[-1],
+        )
         ax.set(xscale="log", title=ds, xlabel="bits stored beside the backbone (log; none at 1)", ylabel="accuracy")
-    if axs[-1].get_legend(): axs[-1].legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=7)
-    fig.suptitle(title); fig.tight_layout()
+    if axs[-1].get_legend():
+        axs[-1].legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig
 
-def tradeoff_sentence(t:pd.DataFrame, tol:float=0.01) -> str:
+
+def tradeoff_sentence(t: pd.DataFrame, tol: float = 0.01) -> str:
     "Per dataset: the best accuracy, and the smallest adaptation within `tol` of it."
-    if t.empty: return "Not drawn: no run at all labels has finished."
+    if t.empty:
+        return "Not drawn: no run at all labels has finished."
     out = []
     for (mo, ds), x in t.groupby(["model", "dataset"], sort=False):
         b, s = x.loc[x.acc.idxmax()], x[x.acc >= x.acc.max() - tol].sort_values("bits").iloc[0]
-        out.append(f"{ds}: best {b.method} ({b.readout}) {b.acc:.3f} with {b.bits / 8e3:,.1f} kB; smallest within {tol} of it "
-                   f"{s.method} ({s.readout}) {s.acc:.3f} with {s.bits / 8e3:,.1f} kB")
+        out.append(
+            f"{ds}: best {b.method} ({b.readout}) {b.acc:.3f} with {b.bits / 8e3:,.1f} kB; smallest within {tol} of it "
+            f"{s.method} ({s.readout}) {s.acc:.3f} with {s.bits / 8e3:,.1f} kB"
+        )
     return "; ".join(out) + "."
 
 # %% ../nbs/14_report.ipynb #49cd6cd4
-def repro_points(tables:dict[str, pd.DataFrame]) -> pd.DataFrame:
+def repro_points(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     "Every cell with a Δ, on a 0–1 scale: table, paper, ours, std."
-    c = pd.concat([cs for cs in tables.values()] or [pd.DataFrame(columns=["delta"])], ignore_index=True).dropna(subset=["delta"])
+    c = pd.concat([cs for cs in tables.values()] or [pd.DataFrame(columns=["delta"])], ignore_index=True).dropna(
+        subset=["delta"]
+    )
     k = np.where(c.metric.isin(PERCENT), 100.0, 1.0) if len(c) else 1.0
-    return pd.DataFrame(dict(table=c.get("table"), paper=c.get("paper") / k, ours=c.get("ours") / k, std=c.get("std") / k)).reset_index(drop=True)
+    return pd.DataFrame(
+        dict(table=c.get("table"), paper=c.get("paper") / k, ours=c.get("ours") / k, std=c.get("std") / k)
+    ).reset_index(drop=True)
 
-def plot_repro(pts:pd.DataFrame, title:str=""):
+
+def plot_repro(pts: pd.DataFrame, title: str = ""):
     "Ours vs the paper, one dot per cell, the diagonal drawn; None if no cell has both."
     import seaborn as sns
-    if pts.empty: return None
-    fig, axs = _panels(1, w=5, h=5); ax = axs[0]
+
+    if pts.empty:
+        return None
+    fig, axs = _panels(1, w=5, h=5)
+    ax = axs[0]
     ax.plot([0, 1], [0, 1], color="#888", lw=1, zorder=0)
     ax.errorbar(pts.paper, pts.ours, yerr=pts["std"].fillna(0), fmt="none", ecolor="#bbb", zorder=1)
     sns.scatterplot(data=pts, x="paper", y="ours", hue="table", ax=ax)
     ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", title=title or f"ours vs paper ({len(pts)} cells)")
     return fig
 
-def repro_sentence(pts:pd.DataFrame, tol:float=0.02) -> str:
+
+def repro_sentence(pts: pd.DataFrame, tol: float = 0.02) -> str:
     "How close the reproduced cells are."
-    if pts.empty: return "Not drawn: no cell has both our number and the paper's (the mini profile has no Δ by design)."
+    if pts.empty:
+        return "Not drawn: no cell has both our number and the paper's (the mini profile has no Δ by design)."
     d = pts.ours - pts.paper
-    return (f"{len(d)} cells: ours − paper is {d.mean():+.3f} on average; {(d.abs() <= tol).mean():.0%} are within ±{tol}, "
-            f"{(d < -tol).sum()} below and {(d > tol).sum()} above.")
+    return (
+        f"{len(d)} cells: ours − paper is {d.mean():+.3f} on average; {(d.abs() <= tol).mean():.0%} are within ±{tol}, "
+        f"{(d < -tol).sum()} below and {(d > tol).sum()} above."
+    )
 
 # %% ../nbs/14_report.ipynb #c8daa1bf
-def _save(fig, out:Path, name:str) -> Path|None:
+def _save(fig, out: Path, name: str) -> Path | None:
     "Save `fig` as `name`.png and .pdf under `out`, close it; the PNG's path (None if no figure)."
-    if fig is None: return None
+    if fig is None:
+        return None
     import matplotlib.pyplot as plt
+
     out.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"): fig.savefig(out / f"{name}.{ext}", dpi=100, bbox_inches="tight")   # PNGs a repository can carry
+    for ext in ("png", "pdf"):
+        fig.savefig(out / f"{name}.{ext}", dpi=100, bbox_inches="tight")  # PNGs a repository can carry
     plt.close(fig)
     return out / f"{name}.png"
 
-def _slug(t:str) -> str: return t.replace("/", "__")
 
-def write_tables(tables:dict[str, pd.DataFrame], out:Path) -> dict[str, Path]:
+def _slug(t: str) -> str:
+    return t.replace("/", "__")
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out: Path) -> dict[str, Path]:
     "Each table as `tables/<id>.md` and `.tex` under `out`; the Markdown paths."
     (out / "tables").mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -439,92 +718,153 @@ def write_tables(tables:dict[str, pd.DataFrame], out:Path) -> dict[str, Path]:
     return paths
 
 # %% ../nbs/14_report.ipynb #a12dfdca
-def draw_figures(tables:dict[str, pd.DataFrame], df:pd.DataFrame, profile:str, out:Path, runs_dir=None) -> dict[str, tuple]:
+def draw_figures(
+    tables: dict[str, pd.DataFrame], df: pd.DataFrame, profile: str, out: Path, runs_dir=None
+) -> dict[str, tuple]:
     "Every figure of the report: name -> (PNG path or None, sentence)."
     used = used_records(df, tables)
     figs = {t: (plot_low_shot(cs, t), low_shot_sentence(cs)) for t, cs in tables.items() if t in FIGURES}
-    lt, tt = layer_table(used[used.method.isin(["M", "SMN", "topk", "SMC"])] if len(used) else used, runs_dir), tradeoff(used)
-    figs |= {"methods": (plot_methods(used, f"every method at all labels ({profile})"), methods_sentence(used)),
-             "active_per_layer": (plot_layers(lt, "switched off per masked tensor"), layers_sentence(lt)),
-             "tradeoff": (plot_tradeoff(tt, "accuracy vs adaptation size"), tradeoff_sentence(tt))}
+    lt, tt = (
+        layer_table(used[used.method.isin(["M", "SMN", "topk", "SMC"])] if len(used) else used, runs_dir),
+        tradeoff(used),
+    )
+    figs |= {
+        "methods": (plot_methods(used, f"every method at all labels ({profile})"), methods_sentence(used)),
+        "active_per_layer": (plot_layers(lt, "switched off per masked tensor"), layers_sentence(lt)),
+        "tradeoff": (plot_tradeoff(tt, "accuracy vs adaptation size"), tradeoff_sentence(tt)),
+    }
     if profile == "paper" or any(cs.exact.any() for cs in tables.values()):
-        pts = repro_points(tables); figs["reproduction"] = (plot_repro(pts), repro_sentence(pts))
+        pts = repro_points(tables)
+        figs["reproduction"] = (plot_repro(pts), repro_sentence(pts))
     return {k: (_save(f, out, _slug(k)), s) for k, (f, s) in figs.items()}
 
 # %% ../nbs/14_report.ipynb #8df49aa2
-HEADLINE = (("kNN, frozen", "published/table1", "kNN", "top1"), ("SMN, kNN", "published/table2", "SMN", "knn_top1"),
-            ("LP, frozen", "published/table1", "LP", "top1"), ("SMN + LP", "published/table2", "SMN", "linear_probe_top1"),
-            ("M", "published/table1", "M", "top1"), ("FFT", "published/table1", "FFT", "top1"))
+HEADLINE = (
+    ("kNN, frozen", "published/table1", "kNN", "top1"),
+    ("SMN, kNN", "published/table2", "SMN", "knn_top1"),
+    ("LP, frozen", "published/table1", "LP", "top1"),
+    ("SMN + LP", "published/table2", "SMN", "linear_probe_top1"),
+    ("M", "published/table1", "M", "top1"),
+    ("FFT", "published/table1", "FFT", "top1"),
+)
 
-def headline(tables:dict[str, pd.DataFrame]) -> pd.DataFrame:
+
+def headline(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     "Rows of `HEADLINE` × (model, dataset) columns: mean, std and seeds of each, from the filled tables."
-    rows = [c._asdict() | dict(row=name) for name, t, m, metric in HEADLINE if t in tables
-            for c in tables[t][(tables[t].method == m) & (tables[t].metric == metric) & (tables[t].fraction == 1.0)].itertuples(index=False)]
+    rows = [
+        c._asdict() | dict(row=name)
+        for name, t, m, metric in HEADLINE
+        if t in tables
+        for c in tables[t][
+            (tables[t].method == m) & (tables[t].metric == metric) & (tables[t].fraction == 1.0)
+        ].itertuples(index=False)
+    ]
     return pd.DataFrame(rows, columns=["row", "model", "dataset", "ours", "std", "n"])
 
-def headline_sentence(h:pd.DataFrame) -> str:
+
+def headline_sentence(h: pd.DataFrame) -> str:
     "Per dataset: SMN minus the frozen backbone, for kNN and LP, ahead / behind / within the larger std over seeds."
     v = h.set_index(["row", "model", "dataset"])
     out = []
     for ours, base in (("SMN, kNN", "kNN, frozen"), ("SMN + LP", "LP, frozen")):
-        if ours not in v.index or base not in v.index: continue
+        if ours not in v.index or base not in v.index:
+            continue
         a, b = v.loc[ours], v.loc[base]
         d, tol = (a.ours - b.ours).dropna(), np.fmax(a["std"].fillna(0), b["std"].fillna(0))
-        if d.empty: continue
+        if d.empty:
+            continue
         tag = lambda k: "ahead" if d[k] > tol[k] else "behind" if d[k] < -tol[k] else "within the seeds' spread"
         out.append(f"{ours} vs {base}: " + "; ".join(f"{k[-1]} {d[k]:+.3f} ({tag(k)})" for k in d.index) + ".")
     return " ".join(out) or "Not measured yet: the headline needs Tables 1 and 2."
 
-def headline_markdown(h:pd.DataFrame) -> str:
+
+def headline_markdown(h: pd.DataFrame) -> str:
     "The headline as a Markdown table: a row per readout, a column per dataset, mean ± std (seeds)."
-    if h.empty: return ""
+    if h.empty:
+        return ""
     f = lambda r: "—" if pd.isna(r.ours) else f"{r.ours:.3f}" + (f" ± {r['std']:.3f}" if r.n > 1 else "") + f" ({r.n})"
-    w = h.assign(cell=h.apply(f, axis=1)).pivot_table(index="row", columns="dataset", values="cell", aggfunc="first", sort=False)
+    w = h.assign(cell=h.apply(f, axis=1)).pivot_table(
+        index="row", columns="dataset", values="cell", aggfunc="first", sort=False
+    )
     w = w.reindex([r[0] for r in HEADLINE if r[0] in w.index]).fillna("—")
-    return "\n".join(["| readout | " + " | ".join(w.columns) + " |", "|---" * (len(w.columns) + 1) + "|"]
-                     + [f"| {i} | " + " | ".join(r) + " |" for i, r in zip(w.index, w.to_numpy())])
+    return "\n".join(
+        ["| readout | " + " | ".join(w.columns) + " |", "|---" * (len(w.columns) + 1) + "|"]
+        + [f"| {i} | " + " | ".join(r) + " |" for i, r in zip(w.index, w.to_numpy())]
+    )
 
 # %% ../nbs/14_report.ipynb #1177543f
-_MINI_WHY = ("SwAV's own settings do not learn at 32 px: its six 14-px crops cannot be matched to the large views, and the loss "
-             "stays at ln K (uniform codes) whatever ε or K. Two large views, no small crops, 50 prototypes, ε 0.03, no queue and "
-             "prototypes frozen for 5% of the run do (`nbs/09_protocol.ipynb`, measured on digits). A 10× score lr moved masks more "
-             "but lowered kNN there; the sweep re-measures that in `ours/score_lr`. Caveat, measured in the same place: re-estimating "
-             "BatchNorm statistics alone (no mask) gave kNN 0.856 against SMN's 0.825 on digits, so a self-supervised row that beats "
-             "frozen kNN here may owe it to BatchNorm, not to the mask.")
+_MINI_WHY = (
+    "SwAV's own settings do not learn at 32 px: its six 14-px crops cannot be matched to the large views, and the loss "
+    "stays at ln K (uniform codes) whatever ε or K. Two large views, no small crops, 50 prototypes, ε 0.03, no queue and "
+    "prototypes frozen for 5% of the run do (`nbs/09_protocol.ipynb`, measured on digits). A 10× score lr moved masks more "
+    "but lowered kNN there; the sweep re-measures that in `ours/score_lr`. Caveat, measured in the same place: re-estimating "
+    "BatchNorm statistics alone (no mask) gave kNN 0.856 against SMN's 0.825 on digits, so a self-supervised row that beats "
+    "frozen kNN here may owe it to BatchNorm, not to the mask."
+)
 
-def profile_setup(profile:str, df:pd.DataFrame) -> str:
+
+def profile_setup(profile: str, df: pd.DataFrame) -> str:
     "Markdown: what the profile substitutes, its budgets and SwAV settings, and the records' training time and collapse flags."
     prof = PROFILES[profile]
     ssl = df[df.method.isin(SWAV_METHODS)] if len(df) else df
-    out = [f"Records: {len(df)}, {pd.to_numeric(df.get('seconds', pd.Series(dtype=float))).sum() / 60:.0f} minutes of training and "
-           f"evaluation in them; {int(ssl.swav_collapse.notna().sum()) if len(ssl) else 0} of {len(ssl)} self-supervised runs flagged by the collapse watch."]
-    if prof.model is None: return "\n".join(out)
+    out = [
+        f"Records: {len(df)}, {pd.to_numeric(df.get('seconds', pd.Series(dtype=float))).sum() / 60:.0f} minutes of training and "
+        f"evaluation in them; {int(ssl.swav_collapse.notna().sum()) if len(ssl) else 0} of {len(ssl)} self-supervised runs flagged by the collapse watch."
+    ]
+    if prof.model is None:
+        return "\n".join(out)
     kv = lambda v: (", ".join(f"{a} {b}" for a, b in v.items()) or "the authors'") if isinstance(v, dict) else v
     sw = "; ".join(f"{k} {kv(SWAV[k])} → {kv(OFFLINE_SWAV[k])}" for k in SWAV if SWAV[k] != OFFLINE_SWAV[k])
-    return "\n".join([f"- Every backbone is `{prof.model}`; every dataset each of {', '.join(prof.datasets)} "
-                      f"({', '.join(f'{d}: {OFFLINE_EPOCHS[d][0]}/{OFFLINE_EPOCHS[d][1]}' for d in prof.datasets)} supervised/self-supervised epochs, "
-                      "about the same images on each); the low-shot label fractions are " + ", ".join(map(str, prof.fractions)) + ".",
-                      f"- Seeds {', '.join(map(str, prof.seeds))} for {', '.join(prof.headline)} ({', '.join(prof.headline_methods)}); one seed elsewhere. "
-                      + " ".join(f"{t} runs on {', '.join(d)} alone." for t, d in prof.table_datasets.items()),
-                      f"- SwAV at 32 px (paper → here): {sw}. {_MINI_WHY}", f"- {out[0]}"])
+    return "\n".join(
+        [
+            f"- Every backbone is `{prof.model}`; every dataset each of {', '.join(prof.datasets)} "
+            f"({', '.join(f'{d}: {OFFLINE_EPOCHS[d][0]}/{OFFLINE_EPOCHS[d][1]}' for d in prof.datasets)} supervised/self-supervised epochs, "
+            "about the same images on each); the low-shot label fractions are "
+            + ", ".join(map(str, prof.fractions))
+            + ".",
+            f"- Seeds {', '.join(map(str, prof.seeds))} for {', '.join(prof.headline)} ({', '.join(prof.headline_methods)}); one seed elsewhere. "
+            + " ".join(f"{t} runs on {', '.join(d)} alone." for t, d in prof.table_datasets.items()),
+            f"- SwAV at 32 px (paper → here): {sw}. {_MINI_WHY}",
+            f"- {out[0]}",
+        ]
+    )
 
 # %% ../nbs/14_report.ipynb #382e4b5b
-_FIG_TITLES = {"published/fig3": "Low-shot (published Fig. 3)", "seed-draft/fig1": "Low-shot, 10% labels (draft Fig. 1)",
-               "seed-draft/fig2": "Low-shot, self-supervised (draft Fig. 2)", "methods": "Every method, supervised and self-supervised",
-               "active_per_layer": "Active fraction per layer (supp. Figs. 2–3)", "tradeoff": "Accuracy vs adaptation size",
-               "reproduction": "Ours vs the paper"}
+_FIG_TITLES = {
+    "published/fig3": "Low-shot (published Fig. 3)",
+    "seed-draft/fig1": "Low-shot, 10% labels (draft Fig. 1)",
+    "seed-draft/fig2": "Low-shot, self-supervised (draft Fig. 2)",
+    "methods": "Every method, supervised and self-supervised",
+    "active_per_layer": "Active fraction per layer (supp. Figs. 2–3)",
+    "tradeoff": "Accuracy vs adaptation size",
+    "reproduction": "Ours vs the paper",
+}
 
-def report_markdown(tables:dict, figs:dict, profile:str, df:pd.DataFrame) -> str:
+
+def report_markdown(tables: dict, figs: dict, profile: str, df: pd.DataFrame) -> str:
     "`REPORT.md`: a summary line, then every table (sentences + Markdown) and every figure (image + sentence)."
     cells = pd.concat(tables.values()) if tables else pd.DataFrame(columns=["status"])
     st = cells.status.value_counts()
     h = headline(tables)
     out = [f"# Report: profile `{profile}`", "", profile_setup(profile, df), ""]
-    out += ["## Headline: the self-supervised mask against the frozen backbone", "", headline_sentence(h), "", headline_markdown(h), ""] if len(h) else []
+    out += (
+        [
+            "## Headline: the self-supervised mask against the frozen backbone",
+            "",
+            headline_sentence(h),
+            "",
+            headline_markdown(h),
+            "",
+        ]
+        if len(h)
+        else []
+    )
     out += [
-           f"{len(df)} finished records; {st.get('done', 0)} of {len(cells)} cells over {len(tables)} tables and figures have every seed, "
-           f"{st.get('partial', 0)} fewer, {st.get('missing', 0)} are missing. A cell reads ours \\| paper \\| Δ (ours: mean ± std over seeds, "
-           "(found/expected) when seeds are missing; — missing; n/m not measured by this library; ≈ the mean of the paper's cells it stands for).", ""]
+        f"{len(df)} finished records; {st.get('done', 0)} of {len(cells)} cells over {len(tables)} tables and figures have every seed, "
+        f"{st.get('partial', 0)} fewer, {st.get('missing', 0)} are missing. A cell reads ours \\| paper \\| Δ (ours: mean ± std over seeds, "
+        "(found/expected) when seeds are missing; — missing; n/m not measured by this library; ≈ the mean of the paper's cells it stands for).",
+        "",
+    ]
     for t, cs in tables.items():
         out += [f"## {t}", "", table_sentence(cs), "", to_markdown(cs), ""]
     for k, (png, s) in figs.items():
@@ -532,11 +872,12 @@ def report_markdown(tables:dict, figs:dict, profile:str, df:pd.DataFrame) -> str
     return "\n".join(out)
 
 # %% ../nbs/14_report.ipynb #f066f794
-def write_report(runs_dir:str|Path|None=None,    # records; None: `$SMN_NB_RUNS`, else runs/ (`records.runs_root`)
-                 profile:str="mini",             # a key of `paper.PROFILES`
-                 out_dir:str|Path|None=None,     # None: figures/<profile> in the source checkout (else the working folder)
-                 overrides:dict|None=None,       # run parameters the sweep set for every run (e.g. epochs=1)
-                ) -> dict:
+def write_report(
+    runs_dir: str | Path | None = None,  # records; None: `$SMN_NB_RUNS`, else runs/ (`records.runs_root`)
+    profile: str = "mini",  # a key of `paper.PROFILES`
+    out_dir: str | Path | None = None,  # None: figures/<profile> in the source checkout (else the working folder)
+    overrides: dict | None = None,  # run parameters the sweep set for every run (e.g. epochs=1)
+) -> dict:
     "Write every table (Markdown, LaTeX), every figure (PNG, PDF) and `REPORT.md`; return tables, figures and paths."
     out = Path(out_dir) if out_dir is not None else (source_checkout() or Path.cwd()) / "figures" / profile
     df = load_results(runs_dir)
@@ -547,11 +888,14 @@ def write_report(runs_dir:str|Path|None=None,    # records; None: `$SMN_NB_RUNS`
     return dict(tables=tables, figures=figs, table_files=paths, report=out / "REPORT.md", records=len(df))
 
 # %% ../nbs/14_report.ipynb #4ea1dc75
-def show_report(rep:dict):
+def show_report(rep: dict):
     "Display a `write_report` result in a notebook: each table styled, each figure, with their sentences."
     from IPython.display import display, Markdown, Image
+
     for t, cs in rep["tables"].items():
-        display(Markdown(f"### {t}\n\n{table_sentence(cs)}")); display(styled(cs, caption=t))
+        display(Markdown(f"### {t}\n\n{table_sentence(cs)}"))
+        display(styled(cs, caption=t))
     for k, (png, s) in rep["figures"].items():
         display(Markdown(f"### {_FIG_TITLES.get(k, k)}\n\n{s}"))
-        if png: display(Image(filename=str(png)))
+        if png:
+            display(Image(filename=str(png)))

@@ -11,15 +11,31 @@ import torch
 from torch import nn
 
 import smn_nb
-from .masking import save_masks, load_masks, read_masks, apply_masks, mask_stats, masked_tensors, set_density, linear_density
+from smn_nb.masking import (
+    save_masks,
+    load_masks,
+    read_masks,
+    apply_masks,
+    mask_stats,
+    masked_tensors,
+    set_density,
+    linear_density,
+)
 from .files import write_json, checked_torch_save, checked_torch_load
 from .train import Classifier, prepare_model, cosine_schedule, fit, accuracy, trainable_state, remove_checkpoint
 from .selfsup import SwAVObjective, prepare_selfsup
 from .methods import SWAV_METHODS, method_info
 from .protocol import OFFLINE_DATASETS, OFFLINE_EPOCHS, label_indices, masked_targets
 from .spec import resolve_device, plan, run_id, prerequisite, experts_id
-from .records import (ADAPTATION_FIELDS, runs_root, finished_record, run_lock, shaped, run_warnings,
-                            nonfinite_fields)
+from smn_nb.records import (
+    ADAPTATION_FIELDS,
+    runs_root,
+    finished_record,
+    run_lock,
+    shaped,
+    run_warnings,
+    nonfinite_fields,
+)
 from . import backbones as B, datasets as DS, store as ST, probes as P, cascades as C
 
 # %% auto #0
@@ -31,28 +47,66 @@ def run_loaders(p, hp, spec, device):
     root, bs = p["data_dir"], p["batch_size"]
     split, ev = hp["train_split"], hp["eval"]
     tr, te = DS.get_dataset(p["dataset"], split=split, root=root), DS.get_dataset(p["dataset"], split="test", root=root)
-    va = DS.get_dataset(p["dataset"], split="val", root=root) if split == "train" else None   # trainval: nothing held out
+    va = (
+        DS.get_dataset(p["dataset"], split="val", root=root) if split == "train" else None
+    )  # trainval: nothing held out
     lab = label_indices(tr.targets, p["label_fraction"], hp["label_policy"], p["seed"])
-    size, kw = spec.input_size, dict(root=root, num_workers=p["num_workers"], device=device)   # num_workers None: ST.default_workers
-    if p["method"] in SWAV_METHODS:    # all training images, unlabelled: SwAV's multi-crop (as the protocol says) on the device
-        train, augment = ST.selfsup_train_loader(tr, size, spec.mean, hp["multicrop_std"], bs, seed=p["seed"], **kw, **hp["multicrop"])
-    else:                              # the labelled images: random resized crop + flip on the device, in `fit`
-        train, augment = ST.supervised_train_loader(tr, size, ev["mean"], ev["std"], bs, seed=p["seed"], indices=lab,
-                                                   train_aug=hp.get("train_aug"), **kw)
-    ld = lambda ds, idx=None: None if ds is None else ST.eval_loader(ds, size, ev["mean"], ev["std"], hp["probe"]["eval_batch"], indices=idx, crop_pct=ev["crop_pct"], **kw)
-    return dict(train=train, n_all=len(tr), augment=augment, classes=tr.classes, n_train=len(lab),
-                train_set=tr, train_eval=ld(tr, lab), train_all=ld(tr), val=ld(va), test=ld(te))
+    size, kw = (
+        spec.input_size,
+        dict(root=root, num_workers=p["num_workers"], device=device),
+    )  # num_workers None: ST.default_workers
+    if (
+        p["method"] in SWAV_METHODS
+    ):  # all training images, unlabelled: SwAV's multi-crop (as the protocol says) on the device
+        train, augment = ST.selfsup_train_loader(
+            tr, size, spec.mean, hp["multicrop_std"], bs, seed=p["seed"], **kw, **hp["multicrop"]
+        )
+    else:  # the labelled images: random resized crop + flip on the device, in `fit`
+        train, augment = ST.supervised_train_loader(
+            tr, size, ev["mean"], ev["std"], bs, seed=p["seed"], indices=lab, train_aug=hp.get("train_aug"), **kw
+        )
+    ld = lambda ds, idx=None: (
+        None
+        if ds is None
+        else ST.eval_loader(
+            ds, size, ev["mean"], ev["std"], hp["probe"]["eval_batch"], indices=idx, crop_pct=ev["crop_pct"], **kw
+        )
+    )
+    return dict(
+        train=train,
+        n_all=len(tr),
+        augment=augment,
+        classes=tr.classes,
+        n_train=len(lab),
+        train_set=tr,
+        train_eval=ld(tr, lab),
+        train_all=ld(tr),
+        val=ld(va),
+        test=ld(te),
+    )
+
 
 def _probe_metrics(backbone, L, device, p, hp):
     "kNN and linear-probe accuracy of `backbone`'s embeddings; embeddings cached on disk by backbone state."
-    digest = P.state_digest(trainable_state(backbone))          # masks/weights + BN statistics: what changes embeddings
+    digest = P.state_digest(trainable_state(backbone))  # masks/weights + BN statistics: what changes embeddings
+
     def emb(split):
-        if L[split] is None: return None, None
-        key = P.embedding_cache_key(p["model"], digest, p["dataset"], split, extra=f"lf{p['label_fraction']:g}-s{p['seed']}-{p['protocol']}")
-        return P.cached_embed(backbone, L[split], runs_root(p["runs_dir"]) / "_embeddings", key, device=device, progress=False)
+        if L[split] is None:
+            return None, None
+        key = P.embedding_cache_key(
+            p["model"], digest, p["dataset"], split, extra=f"lf{p['label_fraction']:g}-s{p['seed']}-{p['protocol']}"
+        )
+        return P.cached_embed(
+            backbone, L[split], runs_root(p["runs_dir"]) / "_embeddings", key, device=device, progress=False
+        )
+
     (ftr, ytr), (fva, yva), (fte, yte) = emb("train_eval"), emb("val"), emb("test")
     lp = P.linear_probe(ftr, ytr, fte, yte, val=None if fva is None else (fva, yva))
-    return dict(knn_acc=float(P.knn_accuracy(ftr, ytr, fte, yte, k=hp["probe"]["knn_k"], T=hp["probe"]["knn_T"])), lp_acc=float(lp["acc"]), lp_C=float(lp["C"]))
+    return dict(
+        knn_acc=float(P.knn_accuracy(ftr, ytr, fte, yte, k=hp["probe"]["knn_k"], T=hp["probe"]["knn_T"])),
+        lp_acc=float(lp["acc"]),
+        lp_C=float(lp["C"]),
+    )
 
 # %% ../nbs/10c_runners.ipynb #564ecc5f
 def _backbone(p, spec):
@@ -62,38 +116,57 @@ def _backbone(p, spec):
         return B.get_backbone(p["model"], pretrained=False)
     return B.get_backbone(p["model"], weights=p["weights"])
 
+
 def _head(backbone, spec, classes, hp):
-    if hp["head"] == "zero-shot": return B.clip_zero_shot_head(backbone, classes, templates=hp["prompts"])
+    if hp["head"] == "zero-shot":
+        return B.clip_zero_shot_head(backbone, classes, templates=hp["prompts"])
     return nn.Linear(spec.embed_dim, len(classes))
 
-def _matching(p:dict, **change) -> Path:
+
+def _matching(p: dict, **change) -> Path:
     "The folder of the run that matches `p` except for `change` (e.g. the SMN run behind a top-k run)."
     q, hq = plan(**dict(p, **change))
     return runs_root(p["runs_dir"]) / run_id(q, hq)
 
-def _needed_record(p:dict) -> tuple[Path, dict]:
+
+def _needed_record(p: dict) -> tuple[Path, dict]:
     "Folder and finished record of the run `p` waits for (`spec.prerequisite`); a clear error if it has not finished."
     need = prerequisite(p)
     out = _matching(p, **need.change)
     if (rec := finished_record(out)) is None:
         how = " ".join(f"-p {k} {v}" for k, v in need.change.items())
-        raise FileNotFoundError(f"{need.why} needs the finished record of the matching run {out.name} in {out.parent}; "
-                                f"run it first ({how}, same other parameters)")
+        raise FileNotFoundError(
+            f"{need.why} needs the finished record of the matching run {out.name} in {out.parent}; "
+            f"run it first ({how}, same other parameters)"
+        )
     return out, rec
 
-def smn_density(p:dict) -> float:
+
+def smn_density(p: dict) -> float:
     "Active fraction found by the finished SMN run matching `p` (same dataset, model, epochs, lr, seed, ...)."
     return float(_needed_record(p)[1]["active_frac"])
 
 # %% ../nbs/10c_runners.ipynb #9dd0da0f
 def _mask_record(backbone, out, p, head_state):
     st = mask_stats(backbone)
-    hdr = save_masks(backbone, out / "mask.smn", meta=dict(backbone=p["model"], dataset=p["dataset"], method=p["method"]),
-                     extra=dict(head=head_state))
+    hdr = save_masks(
+        backbone,
+        out / "mask.smn",
+        meta=dict(backbone=p["model"], dataset=p["dataset"], method=p["method"]),
+        extra=dict(head=head_state),
+    )
     tot, nbytes = st.iloc[-1], (out / "mask.smn").stat().st_size
-    return dict(active_frac=float(tot.active_frac), n_masked=int(tot.numel), entropy_bits=float(tot.entropy_bits),
-                mask_file_bytes=nbytes, mask_bits=hdr["mask_bits"], adaptation_bits=nbytes * 8, adaptation_bits_1bit=int(tot.numel),
-                active_per_tensor=dict(zip(st.tensor[:-1], st.active_frac[:-1].astype(float))))
+    return dict(
+        active_frac=float(tot.active_frac),
+        n_masked=int(tot.numel),
+        entropy_bits=float(tot.entropy_bits),
+        mask_file_bytes=nbytes,
+        mask_bits=hdr["mask_bits"],
+        adaptation_bits=nbytes * 8,
+        adaptation_bits_1bit=int(tot.numel),
+        active_per_tensor=dict(zip(st.tensor[:-1], st.active_frac[:-1].astype(float))),
+    )
+
 
 def _trained_record(backbone, out, groups):
     "A weight-training adaptation (FFT, STN): its trained tensors and buffers saved as `weights.pt`, sized in fp32."
@@ -101,53 +174,107 @@ def _trained_record(backbone, out, groups):
     checked_torch_save(trainable_state(backbone), out / "weights.pt")
     return dict(n_trained=n, adaptation_bits=32 * n)
 
+
 def _adaptation_record(backbone, out, p, head_state, groups):
-    return _mask_record(backbone, out, p, head_state) if masked_tensors(backbone) else _trained_record(backbone, out, groups)
+    return (
+        _mask_record(backbone, out, p, head_state)
+        if masked_tensors(backbone)
+        else _trained_record(backbone, out, groups)
+    )
 
 # %% ../nbs/10c_runners.ipynb #aac46ed8
 def _probe_run(p, hp, spec, backbone, L, device, out):
     m = _probe_metrics(backbone.to(device), L, device, p, hp)
     return dict(m, test_acc=m[method_info(p["method"]).readout]), None, {}
 
-def _adapted_from(p, backbone, src:Path):
+
+def _adapted_from(p, backbone, src: Path):
     "Load the adaptation of the finished run in `src` (its mask file, or its trained weights) into `backbone`."
-    if (src / "mask.smn").exists(): load_masks(backbone, src / "mask.smn", backbone=p["model"])
-    else: backbone.load_state_dict(checked_torch_load(src / "weights.pt"), strict=False)
+    if (src / "mask.smn").exists():
+        load_masks(backbone, src / "mask.smn", backbone=p["model"])
+    else:
+        backbone.load_state_dict(checked_torch_load(src / "weights.pt"), strict=False)
+
 
 def _topk_loss(backbone, obj, hp, E, spe, density):
     "The SwAV loss for top-k as the protocol says: the target kept fraction throughout, or lowered linearly per epoch from 1."
-    if hp["topk_density"] == "fixed": return obj
-    def loss(model, batch):         # the epoch comes from the objective's checkpointed step, so a resume keeps the schedule
-        set_density(backbone, linear_density(int(obj.step) // spe, E, density)); return obj(model, batch)
+    if hp["topk_density"] == "fixed":
+        return obj
+
+    def loss(model, batch):  # the epoch comes from the objective's checkpointed step, so a resume keeps the schedule
+        set_density(backbone, linear_density(int(obj.step) // spe, E, density))
+        return obj(model, batch)
+
     return loss
+
 
 def _keep_scores(backbone, obj, out):
     "An SMN run's real-valued scores and SwAV head, beside its mask file: a cascade's experts start from them."
-    checked_torch_save(dict(scores={n: sm.score.detach().cpu() for n, sm in masked_tensors(backbone).items()},
-                            swav_head=obj.head.state_dict()), out / "scores.pt")
+    checked_torch_save(
+        dict(
+            scores={n: sm.score.detach().cpu() for n, sm in masked_tensors(backbone).items()},
+            swav_head=obj.head.state_dict(),
+        ),
+        out / "scores.pt",
+    )
+
 
 def _fit_swav(model, train, groups, obj, E, seed, device, checkpoint, loss=None):
     "SwAV training of `model` for `E` epochs of `train`: plain cosine rates, the objective's state checkpointed with the model."
-    return fit(model, train, groups, {g["name"]: cosine_schedule(g["lr"], E, len(train)) for g in groups}, E, loss_fn=loss or obj,
-               extra={"swav": obj}, after_backward=obj.after_backward, seed=seed, device=device, checkpoint=checkpoint)
+    return fit(
+        model,
+        train,
+        groups,
+        {g["name"]: cosine_schedule(g["lr"], E, len(train)) for g in groups},
+        E,
+        loss_fn=loss or obj,
+        extra={"swav": obj},
+        after_backward=obj.after_backward,
+        seed=seed,
+        device=device,
+        checkpoint=checkpoint,
+    )
+
 
 def _objective(hp, spec, E, spe, augment) -> SwAVObjective:
     "The SwAV loss with the protocol's head, prototypes, queue, freeze and Sinkhorn settings for `E` epochs of `spe` steps."
-    return SwAVObjective(spec.embed_dim, E, spe, n_prototypes=hp["prototypes"], queue_length=hp["queue_length"],
-                         freeze_prototypes=hp["freeze_prototypes"], eps=hp["eps"], augment=augment)
+    return SwAVObjective(
+        spec.embed_dim,
+        E,
+        spe,
+        n_prototypes=hp["prototypes"],
+        queue_length=hp["queue_length"],
+        freeze_prototypes=hp["freeze_prototypes"],
+        eps=hp["eps"],
+        augment=augment,
+    )
+
 
 def _swav(p, hp, spec, backbone, L, device, out):
     "SwAV on all training images: the masked (SMN, topk) or trained (STN) backbone and the fit result."
     density = (smn_density(p) if p["density"] == "smn" else p["density"] or 0.5) if p["method"] == "topk" else None
     E, spe = hp["epochs"], len(L["train"])
     obj = _objective(hp, spec, E, spe, L["augment"])
-    model, groups = prepare_selfsup(backbone, p["method"], obj, masked_targets(hp["masked"]), lr=hp["lr"], head_lr=hp["head_lr"],
-                                    head_wd=hp["head_wd"], stn_wd=hp["wd"], density=density, seed=p["seed"], init=hp.get("topk_init", "constant"))
+    model, groups = prepare_selfsup(
+        backbone,
+        p["method"],
+        obj,
+        masked_targets(hp["masked"]),
+        lr=hp["lr"],
+        head_lr=hp["head_lr"],
+        head_wd=hp["head_wd"],
+        stn_wd=hp["wd"],
+        density=density,
+        seed=p["seed"],
+        init=hp.get("topk_init", "constant"),
+    )
     loss = _topk_loss(backbone, obj, hp, E, spe, density) if p["method"] == "topk" else obj
     fr = _fit_swav(model, L["train"], groups, obj, E, p["seed"], device, out / "checkpoint.pt", loss)
-    if p["method"] == "SMN": _keep_scores(backbone, obj, out)
+    if p["method"] == "SMN":
+        _keep_scores(backbone, obj, out)
     extra = _adaptation_record(backbone, out, p, {}, groups) | dict(swav_collapse=obj.collapse_warning(fr.history))
     return fr, (extra | {"density": density} if density is not None else extra)
+
 
 def _selfsup_run(p, hp, spec, backbone, L, device, out):
     "Self-supervised runs train on every image, labelled or not: a run with fewer labels reuses the all-labels run's adaptation."
@@ -155,38 +282,92 @@ def _selfsup_run(p, hp, spec, backbone, L, device, out):
         src, rec = _needed_record(p)
         _adapted_from(p, backbone, src)
         fr, extra = None, {k: rec.get(k) for k in ADAPTATION_FIELDS} | dict(source_run=src.name)
-    else: fr, extra = _swav(p, hp, spec, backbone, L, device, out)
+    else:
+        fr, extra = _swav(p, hp, spec, backbone, L, device, out)
     m = _probe_metrics(backbone.to(device), L, device, p, hp)
     return dict(m, test_acc=m["lp_acc"]), fr, extra
 
+
 def _supervised_run(p, hp, spec, backbone, L, device, out):
     model = Classifier(backbone, _head(backbone, spec, L["classes"], hp))
-    groups = prepare_model(model, p["method"], masked_targets(hp["masked"]), lr=hp["lr"], wd=hp["wd"], head_lr=hp["head_lr"], head_wd=hp["head_wd"], seed=p["seed"])
+    groups = prepare_model(
+        model,
+        p["method"],
+        masked_targets(hp["masked"]),
+        lr=hp["lr"],
+        wd=hp["wd"],
+        head_lr=hp["head_lr"],
+        head_wd=hp["head_wd"],
+        seed=p["seed"],
+    )
     E, spe = hp["epochs"], len(L["train"])
-    sch = {g["name"]: cosine_schedule(g["lr"], E, spe, hp["warmup_epochs"] if g["name"] == "scores" else 0) for g in groups}
+    sch = {
+        g["name"]: cosine_schedule(g["lr"], E, spe, hp["warmup_epochs"] if g["name"] == "scores" else 0) for g in groups
+    }
     val_fn = (lambda: dict(val_acc=accuracy(model, L["val"], device))) if L["val"] is not None else None
-    fr = fit(model, L["train"], groups, sch, E, seed=p["seed"], device=device, checkpoint=out / "checkpoint.pt", val_fn=val_fn, augment=L["augment"])
-    m = dict(test_acc=accuracy(model, L["test"], device), val_acc=fr.history[-1].get("val_acc"), **_probe_metrics(backbone, L, device, p, hp))
+    fr = fit(
+        model,
+        L["train"],
+        groups,
+        sch,
+        E,
+        seed=p["seed"],
+        device=device,
+        checkpoint=out / "checkpoint.pt",
+        val_fn=val_fn,
+        augment=L["augment"],
+    )
+    m = dict(
+        test_acc=accuracy(model, L["test"], device),
+        val_acc=fr.history[-1].get("val_acc"),
+        **_probe_metrics(backbone, L, device, p, hp),
+    )
     return m, fr, _adaptation_record(backbone, out, p, model.head.state_dict(), groups)
 
 # %% ../nbs/10c_runners.ipynb #5cef4bf1
-def _expert(p, hp, spec, L, device, k:int, idx, start:dict, folder:Path) -> Path:
+def _expert(p, hp, spec, L, device, k: int, idx, start: dict, folder: Path) -> Path:
     "Expert `k`: SwAV on the training images `idx`, from the dispatcher's scores and head (`start`); finished, resumed or trained."
     with run_lock(folder):
-        if finished_record(folder): return folder
+        if finished_record(folder):
+            return folder
         bs, n = p["batch_size"], len(idx)
-        E = p["epochs"] or (OFFLINE_EPOCHS[p["dataset"]][1] if p["dataset"] in OFFLINE_DATASETS else C.expert_epochs(n))   # offline: the experts share one run's images
-        train = ST.train_batches(L["train_set"], spec.input_size, bs, p["seed"], idx, p["data_dir"], p["num_workers"], device)
+        E = p["epochs"] or (
+            OFFLINE_EPOCHS[p["dataset"]][1] if p["dataset"] in OFFLINE_DATASETS else C.expert_epochs(n)
+        )  # offline: the experts share one run's images
+        train = ST.train_batches(
+            L["train_set"], spec.input_size, bs, p["seed"], idx, p["data_dir"], p["num_workers"], device
+        )
         obj = _objective(hp, spec, E, len(train), L["augment"])
         backbone = _backbone(p, spec)
-        model, groups = prepare_selfsup(backbone, "SMN", obj, masked_targets(hp["masked"]), lr=hp["lr"], head_lr=hp["head_lr"],
-                                        head_wd=hp["head_wd"], seed=p["seed"])
+        model, groups = prepare_selfsup(
+            backbone,
+            "SMN",
+            obj,
+            masked_targets(hp["masked"]),
+            lr=hp["lr"],
+            head_lr=hp["head_lr"],
+            head_wd=hp["head_wd"],
+            seed=p["seed"],
+        )
         C.init_expert(backbone, obj, start["scores"], start["swav_head"])
         fr = _fit_swav(model, train, groups, obj, E, p["seed"], device, folder / "checkpoint.pt")
         rec = _mask_record(backbone, folder, p, {}) | dict(swav_collapse=obj.collapse_warning(fr.history))
-        if rec["swav_collapse"]: print(f"WARNING: expert {k}: {rec['swav_collapse']}", flush=True)
-        write_json(folder / "result.json", shaped(dict(run_id=folder.name, status="finished", params=dict(p, expert=k), hparams=dict(hp, epochs=E),
-                                                       history=fr.history, n_train_labelled=n, **rec)))
+        if rec["swav_collapse"]:
+            print(f"WARNING: expert {k}: {rec['swav_collapse']}", flush=True)
+        write_json(
+            folder / "result.json",
+            shaped(
+                dict(
+                    run_id=folder.name,
+                    status="finished",
+                    params=dict(p, expert=k),
+                    hparams=dict(hp, epochs=E),
+                    history=fr.history,
+                    n_train_labelled=n,
+                    **rec,
+                )
+            ),
+        )
     remove_checkpoint(folder / "checkpoint.pt")
     return folder
 
@@ -206,23 +387,43 @@ def _cascade_members(p, hp, spec, backbone, L, device):
         members[f"expert{k}"] = read_masks(f / "mask.smn", backbone, backbone=p["model"])
     return disp, router, members, [home / f"expert{k}" for k in range(hp["experts"])]
 
+
 def _cascade_run(p, hp, spec, backbone, L, device, out):
     "SMC: dispatcher + experts, features fused (conditionally on the route or not), then kNN and the whitened linear probe."
     disp, router, members, experts = _cascade_members(p, hp, spec, backbone, L, device)
     cond, fused = hp["cascade"] == "cond", {}
     for split in ("train_eval", "val", "test"):
-        if L[split] is None: fused[split] = None; continue
+        if L[split] is None:
+            fused[split] = None
+            continue
         f, y = C.embed_members(backbone, L[split], members, device=device)
         blocks = list(f.values())
         fused[split] = C.fuse(blocks, router.assign(blocks[0]), conditional=cond), y
     (ftr, ytr), (fte, yte) = fused["train_eval"], fused["test"]
     dim = min(spec.embed_dim, int(torch.linalg.matrix_rank(ftr - ftr.mean(0))))
-    m = C.cascade_metrics(ftr, ytr, fte, yte, feat_dim=dim, val=fused["val"], k=hp["probe"]["knn_k"], T=hp["probe"]["knn_T"],
-                          seed=p["seed"])
+    m = C.cascade_metrics(
+        ftr,
+        ytr,
+        fte,
+        yte,
+        feat_dim=dim,
+        val=fused["val"],
+        k=hp["probe"]["knn_k"],
+        T=hp["probe"]["knn_T"],
+        seed=p["seed"],
+    )
     size = C.storage_beta([disp / "mask.smn"] + [e / "mask.smn" for e in experts], C.backbone_weights(backbone))
-    return (dict(knn_acc=m["knn_acc"], lp_acc=m["lp_acc"], lp_C=m["lp_C"], test_acc=m["lp_acc"]), None,
-            dict(size_beta=size["size_beta"], size_beta_1bit=size["size_beta_1bit"], adaptation_bits=8 * size["file_bytes"],
-                 forward_passes=C.forward_passes(hp["experts"], cond), members=[disp.name] + [f"{e.parent.name}/{e.name}" for e in experts]))
+    return (
+        dict(knn_acc=m["knn_acc"], lp_acc=m["lp_acc"], lp_C=m["lp_C"], test_acc=m["lp_acc"]),
+        None,
+        dict(
+            size_beta=size["size_beta"],
+            size_beta_1bit=size["size_beta_1bit"],
+            adaptation_bits=8 * size["file_bytes"],
+            forward_passes=C.forward_passes(hp["experts"], cond),
+            members=[disp.name] + [f"{e.parent.name}/{e.name}" for e in experts],
+        ),
+    )
 
 # %% ../nbs/10c_runners.ipynb #c0845849
 RUNNERS = {"probe": _probe_run, "supervised": _supervised_run, "selfsup": _selfsup_run, "cascade": _cascade_run}
@@ -230,25 +431,63 @@ RUNNERS = {"probe": _probe_run, "supervised": _supervised_run, "selfsup": _selfs
 # %% ../nbs/10c_runners.ipynb #632d5ee3
 def environment() -> dict:
     "Library versions, device and git commit, for the record."
-    try: commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(smn_nb.__file__).parent, timeout=5).stdout.strip() or None
-    except Exception: commit = None
+    try:
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(smn_nb.__file__).parent,
+                timeout=5,
+            ).stdout.strip()
+            or None
+        )
+    except Exception:
+        commit = None
     import timm, sklearn
-    return dict(smn_nb=smn_nb.__version__, torch=torch.__version__, timm=timm.__version__, sklearn=sklearn.__version__,
-                python=platform.python_version(), git_commit=commit,
-                cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
-def execute_run(p:dict, hp:dict, out:Path) -> dict:
+    return dict(
+        smn_nb=smn_nb.__version__,
+        torch=torch.__version__,
+        timm=timm.__version__,
+        sklearn=sklearn.__version__,
+        python=platform.python_version(),
+        git_commit=commit,
+        cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    )
+
+
+def execute_run(p: dict, hp: dict, out: Path) -> dict:
     "Do the planned run `p`, `hp` in folder `out`; its finished record (not yet written)."
     t0, device, spec = time.time(), resolve_device(p["device"]), B.BACKBONES[p["model"]]
     torch.manual_seed(p["seed"])
     backbone, L = _backbone(p, spec), run_loaders(p, hp, spec, device)
     metrics, fr, extra = RUNNERS[method_info(p["method"]).family](p, hp, spec, backbone, L, device, out)
     hist, resumed = (fr.history, fr.resumed_from) if fr else ([], None)
-    before = sum(h["seconds"] for h in hist[:resumed + 1]) if resumed is not None else 0.0
-    rec = shaped(dict(run_id=out.name, status="finished", params=p, hparams=hp, metrics=metrics, history=hist, **extra,
-                      n_train_labelled=L["n_train"], n_classes=len(L["classes"]), embed_dim=spec.embed_dim, resumed_from=resumed,
-                      seconds=before + time.time() - t0, device=str(device), env=environment()))
-    if bad := nonfinite_fields(rec): raise FloatingPointError(f"run {out.name} produced non-finite {bad}: not recorded as finished")
-    rec["warnings"] = (run_warnings(rec, rec["n_classes"]) + [f"damaged checkpoint set aside: {f}" for f in getattr(fr, "set_aside", [])]
-                       + ([rec["swav_collapse"]] if rec["swav_collapse"] else []))
+    before = sum(h["seconds"] for h in hist[: resumed + 1]) if resumed is not None else 0.0
+    rec = shaped(
+        dict(
+            run_id=out.name,
+            status="finished",
+            params=p,
+            hparams=hp,
+            metrics=metrics,
+            history=hist,
+            **extra,
+            n_train_labelled=L["n_train"],
+            n_classes=len(L["classes"]),
+            embed_dim=spec.embed_dim,
+            resumed_from=resumed,
+            seconds=before + time.time() - t0,
+            device=str(device),
+            env=environment(),
+        )
+    )
+    if bad := nonfinite_fields(rec):
+        raise FloatingPointError(f"run {out.name} produced non-finite {bad}: not recorded as finished")
+    rec["warnings"] = (
+        run_warnings(rec, rec["n_classes"])
+        + [f"damaged checkpoint set aside: {f}" for f in getattr(fr, "set_aside", [])]
+        + ([rec["swav_collapse"]] if rec["swav_collapse"] else [])
+    )
     return rec

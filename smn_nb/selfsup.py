@@ -18,105 +18,155 @@ from .methods import SSL_METHODS, method_info
 __all__ = ['SWAV', 'SWAV_REMEDIES', 'run_steps', 'SwAVObjective', 'prepare_selfsup', 'swav_collapse']
 
 # %% ../nbs/07_selfsup.ipynb #5fd30cb7
-def run_steps(when:int|float,    # int: optimiser steps; float in [0, 1]: that fraction of the run
-              total_steps:int,   # the run's optimiser steps, epochs x steps per epoch
-              name:str="steps") -> int:
+def run_steps(
+    when: int | float,  # int: optimiser steps; float in [0, 1]: that fraction of the run
+    total_steps: int,  # the run's optimiser steps, epochs x steps per epoch
+    name: str = "steps",
+) -> int:
     "A point of the run in optimiser steps: an int as it is, a float as a fraction of `total_steps` (rounded)."
-    if isinstance(when, bool) or not isinstance(when, (int, float)): raise TypeError(f"{name} must be an int (steps) or a float in [0, 1] (fraction of the run), got {when!r}")
+    if isinstance(when, bool) or not isinstance(when, (int, float)):
+        raise TypeError(f"{name} must be an int (steps) or a float in [0, 1] (fraction of the run), got {when!r}")
     if isinstance(when, float):
-        if not 0 <= when <= 1: raise ValueError(f"{name}={when!r}: a float is a fraction of the run and must lie in [0, 1]")
+        if not 0 <= when <= 1:
+            raise ValueError(f"{name}={when!r}: a float is a fraction of the run and must lie in [0, 1]")
         return int(round(when * total_steps))
-    if when < 0: raise ValueError(f"{name} must be >= 0, got {when}")
+    if when < 0:
+        raise ValueError(f"{name} must be >= 0, got {when}")
     return when
 
-SWAV = dict(prototypes=500, queue_length=512, freeze_prototypes=5005, eps=0.05, multicrop={})   # as the authors ran SwAV
+
+SWAV = dict(prototypes=500, queue_length=512, freeze_prototypes=5005, eps=0.05, multicrop={})  # as the authors ran SwAV
+
 
 class SwAVObjective(nn.Module):
     "SwAV loss for `fit`: head + prototypes + queue + step counter, all checkpointable."
-    def __init__(self, in_dim:int,               # backbone embedding size
-                 epochs:int,                     # E, for the queue's start epoch E/5
-                 steps_per_epoch:int,
-                 n_prototypes:int=SWAV["prototypes"],  # K (authors: 500)
-                 out_dim:int=128,
-                 hidden_dim:int|None=None,       # None: Linear projection (authors); int: SwAV's MLP
-                 queue_length:int=SWAV["queue_length"],  # 0: no queue
-                 freeze_prototypes:int|float=SWAV["freeze_prototypes"],  # int iterations (authors 5005), float a fraction
-                 n_large:int=2, temperature:float=0.1,
-                 augment:nn.Module|None=None,    # uint8 batch -> list of crops (e.g. `data.BatchMultiCrop`); None: batches are crops
-                 eps:float=SWAV["eps"],          # Sinkhorn's epsilon (authors 0.05; SwAV advises 0.03 when the loss stalls)
-                 queue_start:int|float|None=None,  # first step with a queue: int steps, float a fraction of the run; None: epoch E/5 (authors)
-                 sinkhorn_iters:int=3):          # Sinkhorn-Knopp iterations (authors 3)
+
+    def __init__(
+        self,
+        in_dim: int,  # backbone embedding size
+        epochs: int,  # E, for the queue's start epoch E/5
+        steps_per_epoch: int,
+        n_prototypes: int = SWAV["prototypes"],  # K (authors: 500)
+        out_dim: int = 128,
+        hidden_dim: int | None = None,  # None: Linear projection (authors); int: SwAV's MLP
+        queue_length: int = SWAV["queue_length"],  # 0: no queue
+        freeze_prototypes: int | float = SWAV["freeze_prototypes"],  # int iterations (authors 5005), float a fraction
+        n_large: int = 2,
+        temperature: float = 0.1,
+        augment: nn.Module
+        | None = None,  # uint8 batch -> list of crops (e.g. `data.BatchMultiCrop`); None: batches are crops
+        eps: float = SWAV["eps"],  # Sinkhorn's epsilon (authors 0.05; SwAV advises 0.03 when the loss stalls)
+        queue_start: int
+        | float
+        | None = None,  # first step with a queue: int steps, float a fraction of the run; None: epoch E/5 (authors)
+        sinkhorn_iters: int = 3,
+    ):  # Sinkhorn-Knopp iterations (authors 3)
         super().__init__()
         total = epochs * steps_per_epoch
         self.augment = augment
         self.head = SwAVHead(in_dim, out_dim, n_prototypes, hidden_dim)
-        self.loss = SwAVLoss(temperature=temperature, eps=eps, n_iters=sinkhorn_iters, crops_for_assign=tuple(range(n_large)))
+        self.loss = SwAVLoss(
+            temperature=temperature, eps=eps, n_iters=sinkhorn_iters, crops_for_assign=tuple(range(n_large))
+        )
         self.queue = FeatureQueue(n_large, queue_length, out_dim) if queue_length else None
-        self.queue_start = queue_start_epoch(epochs) * steps_per_epoch if queue_start is None else run_steps(queue_start, total, "queue_start")
-        self.freeze_prototypes = run_steps(freeze_prototypes, total, "freeze_prototypes")   # in iterations from here on
+        self.queue_start = (
+            queue_start_epoch(epochs) * steps_per_epoch
+            if queue_start is None
+            else run_steps(queue_start, total, "queue_start")
+        )
+        self.freeze_prototypes = run_steps(freeze_prototypes, total, "freeze_prototypes")  # in iterations from here on
         self.n_large, self.n_prototypes, self.steps_per_epoch = n_large, n_prototypes, steps_per_epoch
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
-    def forward(self, model:nn.Module, batch) -> torch.Tensor:
-        x = batch[0]                                                           # (images or crops, labels)
+    def forward(self, model: nn.Module, batch) -> torch.Tensor:
+        x = batch[0]  # (images or crops, labels)
         crops = self.augment(x) if self.augment is not None else x
         use_queue = self.queue is not None and int(self.step) >= self.queue_start
         loss = swav_step(model.backbone, self.head, crops, self.loss, self.queue, use_queue, tuple(range(self.n_large)))
         self.step += 1
         return loss
 
-    def after_backward(self, step:int, model:nn.Module):
+    def after_backward(self, step: int, model: nn.Module):
         "Drop the prototypes' gradients while they are frozen."
         cancel_prototype_grads(self.head, step, self.freeze_prototypes)
 
-    def collapse_warning(self, history:Sequence[dict], margin:float=0.05) -> str|None:
+    def collapse_warning(self, history: Sequence[dict], margin: float = 0.05) -> str | None:
         "`swav_collapse` for this objective's K, prototype freeze and steps per epoch."
         return swav_collapse(history, self.n_prototypes, self.freeze_prototypes, self.steps_per_epoch, margin)
 
 # %% ../nbs/07_selfsup.ipynb #6b189594
-def prepare_selfsup(backbone:nn.Module,
-                    method:str,                   # one of `SSL_METHODS`
-                    objective:SwAVObjective,
-                    preset="resnet",              # tensors masked (SMN, topk) or trained (STN)
-                    lr:float|None=None,           # scores lr (default 50) / backbone lr for STN (default 0.15)
-                    head_lr:float=0.15, head_wd:float=1e-6, stn_wd:float=1e-6,
-                    density:float|None=None,      # topk: kept fraction
-                    seed:int=0,
-                    init:str="constant"):         # topk scores: "constant" (S0) or "kaiming" (the authors' baseline)
+def prepare_selfsup(
+    backbone: nn.Module,
+    method: str,  # one of `SSL_METHODS`
+    objective: SwAVObjective,
+    preset="resnet",  # tensors masked (SMN, topk) or trained (STN)
+    lr: float | None = None,  # scores lr (default 50) / backbone lr for STN (default 0.15)
+    head_lr: float = 0.15,
+    head_wd: float = 1e-6,
+    stn_wd: float = 1e-6,
+    density: float | None = None,  # topk: kept fraction
+    seed: int = 0,
+    init: str = "constant",
+):  # topk scores: "constant" (S0) or "kaiming" (the authors' baseline)
     "Wrap `backbone` + SwAV head for `method`; mask or unfreeze it; return (model, named parameter groups)."
-    if method not in SSL_METHODS: raise ValueError(f"method={method!r} is not one of {SSL_METHODS}")
+    if method not in SSL_METHODS:
+        raise ValueError(f"method={method!r} is not one of {SSL_METHODS}")
     model = Classifier(backbone, objective.head)
     inner = method_info(method).mode
     lr = lr if lr is not None else (0.15 if method == "STN" else 50.0)
-    groups = prepare_model(model, inner, preset, lr=lr, wd=stn_wd if method == "STN" else 0.0,
-                           head_lr=head_lr, head_wd=head_wd, density=density, seed=seed, init=init)
+    groups = prepare_model(
+        model,
+        inner,
+        preset,
+        lr=lr,
+        wd=stn_wd if method == "STN" else 0.0,
+        head_lr=head_lr,
+        head_wd=head_wd,
+        density=density,
+        seed=seed,
+        init=init,
+    )
     return model, groups
 
 # %% ../nbs/07_selfsup.ipynb #c0118a04
-SWAV_REMEDIES = ("a smaller Sinkhorn epsilon (eps=0.03), fewer prototypes (a few times the classes, e.g. 30-100 for 10), "
-                 "a later, shorter queue or none (queue_start=0.5, queue_length=0), a prototype freeze that is a fraction of the run "
-                 "(freeze_prototypes=0.1, not 5005 iterations) and views the backbone can match at small input sizes "
-                 "(at 32 px: two large crops, no small ones, milder colour and blur)")
+SWAV_REMEDIES = (
+    "a smaller Sinkhorn epsilon (eps=0.03), fewer prototypes (a few times the classes, e.g. 30-100 for 10), "
+    "a later, shorter queue or none (queue_start=0.5, queue_length=0), a prototype freeze that is a fraction of the run "
+    "(freeze_prototypes=0.1, not 5005 iterations) and views the backbone can match at small input sizes "
+    "(at 32 px: two large crops, no small ones, milder colour and blur)"
+)
 
-def swav_collapse(history:Sequence[dict],   # per-epoch records with `train_loss` (`fit`'s history)
-                  n_prototypes:int,          # K
-                  freeze_steps:int,          # iterations the prototypes were frozen (`SwAVObjective.freeze_prototypes`)
-                  steps_per_epoch:int,
-                  margin:float=0.05,         # nats below ln K the final loss must reach to count as learning
-                 ) -> str|None:
+
+def swav_collapse(
+    history: Sequence[dict],  # per-epoch records with `train_loss` (`fit`'s history)
+    n_prototypes: int,  # K
+    freeze_steps: int,  # iterations the prototypes were frozen (`SwAVObjective.freeze_prototypes`)
+    steps_per_epoch: int,
+    margin: float = 0.05,  # nats below ln K the final loss must reach to count as learning
+) -> str | None:
     "A warning if SwAV's loss ended within `margin` of ln K (or above it) after the prototypes thawed, else None."
     losses = [float(h["train_loss"]) for h in history if h.get("train_loss") is not None]
-    if not losses: return None
-    if n_prototypes < 2 or steps_per_epoch < 1 or margin < 0: raise ValueError(f"need n_prototypes >= 2, steps_per_epoch >= 1, margin >= 0; got {n_prototypes}, {steps_per_epoch}, {margin}")
-    ln_k, thaw = math.log(n_prototypes), -(-freeze_steps // steps_per_epoch)    # first epoch with every step unfrozen
+    if not losses:
+        return None
+    if n_prototypes < 2 or steps_per_epoch < 1 or margin < 0:
+        raise ValueError(
+            f"need n_prototypes >= 2, steps_per_epoch >= 1, margin >= 0; got {n_prototypes}, {steps_per_epoch}, {margin}"
+        )
+    ln_k, thaw = math.log(n_prototypes), -(-freeze_steps // steps_per_epoch)  # first epoch with every step unfrozen
     last = losses[-1]
-    if last < ln_k - margin: return None
+    if last < ln_k - margin:
+        return None
     gap = f"SwAV loss {last:.4f} vs ln K = ln {n_prototypes} = {ln_k:.4f}"
     if thaw >= len(losses):
-        what = (f"SwAV did not learn: the prototypes stayed frozen for the whole run ({freeze_steps} iterations, "
-                f"{len(losses) * steps_per_epoch} steps) and the loss never fell below ln K ({gap})")
+        what = (
+            f"SwAV did not learn: the prototypes stayed frozen for the whole run ({freeze_steps} iterations, "
+            f"{len(losses) * steps_per_epoch} steps) and the loss never fell below ln K ({gap})"
+        )
     elif abs(last - ln_k) <= margin:
-        what = (f"SwAV collapsed to uniform codes: {len(losses) - thaw} epoch(s) after the prototypes thawed the loss sits at ln K ({gap}); "
-                f"every image gets the same code, so the mask follows noise")
-    else: what = f"SwAV did not learn: {len(losses) - thaw} epoch(s) after the prototypes thawed the loss is still above ln K ({gap})"
+        what = (
+            f"SwAV collapsed to uniform codes: {len(losses) - thaw} epoch(s) after the prototypes thawed the loss sits at ln K ({gap}); "
+            f"every image gets the same code, so the mask follows noise"
+        )
+    else:
+        what = f"SwAV did not learn: {len(losses) - thaw} epoch(s) after the prototypes thawed the loss is still above ln K ({gap})"
     return f"{what}. Usual remedies: {SWAV_REMEDIES}."

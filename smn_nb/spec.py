@@ -20,72 +20,176 @@ __all__ = ['PARAMS', 'DEFAULTS', 'resolve_device', 'Param', 'parameters_source',
            'notebook_params', 'plan', 'run_id', 'experts_id', 'Prerequisite', 'prerequisite']
 
 # %% ../nbs/10a_spec.ipynb #9115d3d5
-def _is_int(v): return isinstance(v, int) and not isinstance(v, bool)
-def _is_num(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
 
 def _choice(valid, none_ok=False):
-    return lambda v: None if (none_ok and v is None) or (isinstance(v, str) and v in valid) else f"is not one of {[None] * none_ok + list(valid)}"
+    return lambda v: (
+        None
+        if (none_ok and v is None) or (isinstance(v, str) and v in valid)
+        else f"is not one of {[None] * none_ok + list(valid)}"
+    )
+
 
 def _int_from(lo, none_ok=False):
-    return lambda v: None if (none_ok and v is None) or (_is_int(v) and v >= lo) else f"must be {'None or ' if none_ok else ''}an int >= {lo}"
+    return lambda v: (
+        None
+        if (none_ok and v is None) or (_is_int(v) and v >= lo)
+        else f"must be {'None or ' if none_ok else ''}an int >= {lo}"
+    )
+
 
 def _num_in(lo, hi, *also):
     "A finite number in (lo, hi], or one of `also` (e.g. None)."
     ok = lambda v: any(v is a or (isinstance(v, str) and v == a) for a in also) or (_is_num(v) and lo < v <= hi)
-    return lambda v: None if ok(v) else f"must be {''.join(f'{a!r}, ' for a in also)}a finite number in ({lo:g}, {hi:g}]"
+    return lambda v: (
+        None if ok(v) else f"must be {''.join(f'{a!r}, ' for a in also)}a finite number in ({lo:g}, {hi:g}]"
+    )
 
 # %% ../nbs/10a_spec.ipynb #5fe53956
-def _device_problem(v) -> str|None:
-    if not isinstance(v, str): return "must be a string: auto, cpu, cuda or cuda:N"
-    if v == "auto": return None
-    try: d = torch.device(v)
-    except RuntimeError: return "is not a device; use auto, cpu, cuda or cuda:N"
-    if d.type == "cuda" and not torch.cuda.is_available(): return "but CUDA is not available here; use auto or cpu"
+def _device_problem(v) -> str | None:
+    if not isinstance(v, str):
+        return "must be a string: auto, cpu, cuda or cuda:N"
+    if v == "auto":
+        return None
+    try:
+        d = torch.device(v)
+    except RuntimeError:
+        return "is not a device; use auto, cpu, cuda or cuda:N"
+    if d.type == "cuda" and not torch.cuda.is_available():
+        return "but CUDA is not available here; use auto or cpu"
 
-def resolve_device(device:str="auto") -> torch.device:
+
+def resolve_device(device: str = "auto") -> torch.device:
     "`auto` -> CUDA if available else CPU; otherwise the named device, checked."
-    if bad := _device_problem(device): raise ValueError(f"device={device!r} {bad}")
+    if bad := _device_problem(device):
+        raise ValueError(f"device={device!r} {bad}")
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
 
 # %% ../nbs/10a_spec.ipynb #28345279
 def _path(must_be_file=False):
     def check(v):
-        if v is None: return None
-        if not isinstance(v, (str, os.PathLike)) or not str(v): return "must be None or a path"
-        if must_be_file and not Path(v).expanduser().is_file(): return "is not a file"
+        if v is None:
+            return None
+        if not isinstance(v, (str, os.PathLike)) or not str(v):
+            return "must be None or a path"
+        if must_be_file and not Path(v).expanduser().is_file():
+            return "is not a file"
+
     return check
+
 
 @dataclass(frozen=True)
 class Param:
     "A run parameter: its default, its type and one-line help as papermill shows them, and its check."
+
     name: str
     default: Any
-    type: str                                # e.g. "int|None", shown by `papermill --help-notebook`
-    help: str                                # one line, no `=` or `#` (papermill's parser splits on them)
-    check: Callable[[Any], str|None]         # what is wrong with a value, or None
+    type: str  # e.g. "int|None", shown by `papermill --help-notebook`
+    help: str  # one line, no `=` or `#` (papermill's parser splits on them)
+    check: Callable[[Any], str | None]  # what is wrong with a value, or None
 
 # %% ../nbs/10a_spec.ipynb #32f1f8d4
 PARAMS = (
     Param("dataset", "digits", "str", "one of: " + " ".join(DS.DATASETS), _choice(DS.DATASETS)),
     Param("model", "resnet-fmnist", "str", "one of: " + " ".join(B.BACKBONES), _choice(B.BACKBONES)),
-    Param("method", "M", "str", "knn lp (frozen); M FFT (supervised); SMN topk STN (self-supervised, SwAV); SMC (cascade of SMNs)", _choice(METHODS)),
-    Param("protocol", "paper", "str", "paper: as the text says; authors: as their public code ran it (see 09_protocol)", _choice(PROTOCOLS)),
-    Param("epochs", None, "int|None", "None: the protocol (paper datasets 150 or CLIP 32, SwAV round(50000/N*150); offline datasets a CPU budget)", _int_from(1, True)),
-    Param("lr", None, "float|None", "None: the protocol (M 50, CLIP M 10, FFT the backbone rate)", _num_in(0, 1e4, None)),
+    Param(
+        "method",
+        "M",
+        "str",
+        "knn lp (frozen); M FFT (supervised); SMN topk STN (self-supervised, SwAV); SMC (cascade of SMNs)",
+        _choice(METHODS),
+    ),
+    Param(
+        "protocol",
+        "paper",
+        "str",
+        "paper: as the text says; authors: as their public code ran it (see 09_protocol)",
+        _choice(PROTOCOLS),
+    ),
+    Param(
+        "epochs",
+        None,
+        "int|None",
+        "None: the protocol (paper datasets 150 or CLIP 32, SwAV round(50000/N*150); offline datasets a CPU budget)",
+        _int_from(1, True),
+    ),
+    Param(
+        "lr", None, "float|None", "None: the protocol (M 50, CLIP M 10, FFT the backbone rate)", _num_in(0, 1e4, None)
+    ),
     Param("batch_size", 64, "int", "images per optimiser step (the paper: 64)", _int_from(1)),
-    Param("label_fraction", 1.0, "float", "fraction of training labels kept (stratified, seeded), e.g. 0.01", _num_in(0, 1)),
-    Param("density", None, "float|str|None", "topk only: kept fraction, or smn for the density of the matching SMN run; None: 0.5", _num_in(0, 1, None, "smn")),
-    Param("prototypes", None, "int|None", "self-supervised only: SwAV prototypes K (ablation 50 500 5000); None: 500", _int_from(1, True)),
-    Param("masked", None, "str|None", "tensors masked or trained: " + " ".join(MASKED) + "; None: the protocol's", _choice(MASKED, True)),
-    Param("cascade", None, "str|None", "SMC only: cond (dispatcher + routed expert) or uncond (all experts)", _choice(("cond", "uncond"), True)),
+    Param(
+        "label_fraction",
+        1.0,
+        "float",
+        "fraction of training labels kept (stratified, seeded), e.g. 0.01",
+        _num_in(0, 1),
+    ),
+    Param(
+        "density",
+        None,
+        "float|str|None",
+        "topk only: kept fraction, or smn for the density of the matching SMN run; None: 0.5",
+        _num_in(0, 1, None, "smn"),
+    ),
+    Param(
+        "prototypes",
+        None,
+        "int|None",
+        "self-supervised only: SwAV prototypes K (ablation 50 500 5000); None: 500",
+        _int_from(1, True),
+    ),
+    Param(
+        "masked",
+        None,
+        "str|None",
+        "tensors masked or trained: " + " ".join(MASKED) + "; None: the protocol's",
+        _choice(MASKED, True),
+    ),
+    Param(
+        "cascade",
+        None,
+        "str|None",
+        "SMC only: cond (dispatcher + routed expert) or uncond (all experts)",
+        _choice(("cond", "uncond"), True),
+    ),
     Param("experts", None, "int|None", "SMC only: clusters and experts K; None: 5", _int_from(1, True)),
     Param("seed", 0, "int", "seeds the label subset, data order, augmentation and head", _int_from(0)),
     Param("device", "auto", "str", "auto cpu cuda cuda:N", _device_problem),
-    Param("weights", None, "str|None", "a local pretrained checkpoint for model; None: SMN_NB_WEIGHTS, shipped files, then the hub", _path(True)),
+    Param(
+        "weights",
+        None,
+        "str|None",
+        "a local pretrained checkpoint for model; None: SMN_NB_WEIGHTS, shipped files, then the hub",
+        _path(True),
+    ),
     Param("data_dir", None, "str|None", "dataset root; None: SMN_NB_DATA or ~/.cache/smn_nb/data", _path()),
-    Param("runs_dir", None, "str|None", "records go to runs_dir/run_id/; None: SMN_NB_RUNS, else runs/ in the checkout or working folder", _path()),
-    Param("num_workers", None, "int|None", "decode/loader worker processes; None: 0 on a CPU, else half the cores (at most 8)", _int_from(0, True)),
-    Param("force", False, "bool", "run again even if a finished record exists", lambda v: None if isinstance(v, bool) else "must be True or False"),
+    Param(
+        "runs_dir",
+        None,
+        "str|None",
+        "records go to runs_dir/run_id/; None: SMN_NB_RUNS, else runs/ in the checkout or working folder",
+        _path(),
+    ),
+    Param(
+        "num_workers",
+        None,
+        "int|None",
+        "decode/loader worker processes; None: 0 on a CPU, else half the cores (at most 8)",
+        _int_from(0, True),
+    ),
+    Param(
+        "force",
+        False,
+        "bool",
+        "run again even if a finished record exists",
+        lambda v: None if isinstance(v, bool) else "must be True or False",
+    ),
 )
 DEFAULTS = {q.name: q.default for q in PARAMS}
 
@@ -101,62 +205,97 @@ def _unknown(names) -> str:
     hint = lambda n: f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(n, DEFAULTS, 1)) else ""
     return f"unknown parameter {', '.join(repr(n) + hint(n) for n in names)}; valid parameters: {', '.join(DEFAULTS)}"
 
-_ONLY = dict(density=("topk",), prototypes=SWAV_METHODS, masked=("M", "FFT") + SWAV_METHODS,   # parameters that apply to some methods
-             cascade=("SMC",), experts=("SMC",))
+
+_ONLY = dict(
+    density=("topk",),
+    prototypes=SWAV_METHODS,
+    masked=("M", "FFT") + SWAV_METHODS,  # parameters that apply to some methods
+    cascade=("SMC",),
+    experts=("SMC",),
+)
+
 
 def validate_params(**kw) -> dict:
     "Fill defaults and check every parameter; a bad name or value is an error naming it and the valid choices."
-    if unknown := [k for k in kw if k not in DEFAULTS]: raise TypeError(_unknown(unknown))
+    if unknown := [k for k in kw if k not in DEFAULTS]:
+        raise TypeError(_unknown(unknown))
     p = {**DEFAULTS, **kw}
     for q in PARAMS:
-        if why := q.check(p[q.name]): raise ValueError(f"{q.name}={p[q.name]!r} {why}")
+        if why := q.check(p[q.name]):
+            raise ValueError(f"{q.name}={p[q.name]!r} {why}")
     for k, ms in _ONLY.items():
         if p[k] is not None and p["method"] not in ms:
-            raise ValueError(f"{k}={p[k]!r} applies to method {' / '.join(ms)} only, not method={p['method']!r}: leave it None")
-    if p["method"] == "SMC" and p["cascade"] is None: raise ValueError("method='SMC' needs cascade='cond' or 'uncond' (-p cascade cond)")
+            raise ValueError(
+                f"{k}={p[k]!r} applies to method {' / '.join(ms)} only, not method={p['method']!r}: leave it None"
+            )
+    if p["method"] == "SMC" and p["cascade"] is None:
+        raise ValueError("method='SMC' needs cascade='cond' or 'uncond' (-p cascade cond)")
     return p
 
 # %% ../nbs/10a_spec.ipynb #fa0901d1
-def notebook_names(ns:dict) -> set[str]:
+def notebook_names(ns: dict) -> set[str]:
     "The public names of a notebook's namespace: call before the parameters cell, pass to `notebook_params`."
     return {k for k in ns if not k.startswith("_")}
 
-def notebook_params(ns:dict, before:set[str]) -> dict:
+
+def notebook_params(ns: dict, before: set[str]) -> dict:
     "The checked run parameters in namespace `ns`; a new name that is no parameter (a misspelled `-p`) is an error."
-    if new := sorted(notebook_names(ns) - before - set(DEFAULTS)): raise TypeError(_unknown(new))
+    if new := sorted(notebook_names(ns) - before - set(DEFAULTS)):
+        raise TypeError(_unknown(new))
     return validate_params(**{k: ns[k] for k in DEFAULTS})
 
 # %% ../nbs/10a_spec.ipynb #4ad46e1b
-def plan(n_train:int|None=None,  # training images of the dataset's training split, if known (else read from the data when needed)
-         **params) -> tuple[dict, dict]:
+def plan(
+    n_train: int
+    | None = None,  # training images of the dataset's training split, if known (else read from the data when needed)
+    **params,
+) -> tuple[dict, dict]:
     "Checked parameters and every hyper-parameter they resolve to."
     p = validate_params(**params)
     ssl_paper = p["method"] in SWAV_METHODS and p["epochs"] is None and p["dataset"] not in OFFLINE_DATASETS
-    if n_train is None and ssl_paper:      # E = round(50000/N*150) depends on the split the protocol trains on
+    if n_train is None and ssl_paper:  # E = round(50000/N*150) depends on the split the protocol trains on
         n_train = len(DS.get_dataset(p["dataset"], split=practices(p["protocol"])["train_split"], root=p["data_dir"]))
-    hp = resolve_hparams(p["model"], p["method"], p["dataset"], p["protocol"], p["epochs"], p["lr"], n_train, p["prototypes"], p["masked"],
-                         p["cascade"], p["experts"], p["label_fraction"])
+    hp = resolve_hparams(
+        p["model"],
+        p["method"],
+        p["dataset"],
+        p["protocol"],
+        p["epochs"],
+        p["lr"],
+        n_train,
+        p["prototypes"],
+        p["masked"],
+        p["cascade"],
+        p["experts"],
+        p["label_fraction"],
+    )
     return p, hp
 
 # %% ../nbs/10a_spec.ipynb #325a065e
 _ID_PARAMS = ("dataset", "model", "method", "batch_size", "label_fraction", "seed")
-_SINCE_SCHEMA_2 = {"probe": PROBE}   # recorded since schema 2: in the id only when it differs from what every run used
+_SINCE_SCHEMA_2 = {"probe": PROBE}  # recorded since schema 2: in the id only when it differs from what every run used
 
-def _id_hparams(hp:dict) -> dict:
+
+def _id_hparams(hp: dict) -> dict:
     return {k: v for k, v in hp.items() if not (k in _SINCE_SCHEMA_2 and v == _SINCE_SCHEMA_2[k])}
 
-def run_id(p:dict, hp:dict) -> str:
+
+def run_id(p: dict, hp: dict) -> str:
     "Readable folder name plus a digest of everything that changes the run's result, the weights' bytes included."
     density = (0.5 if p["density"] is None else p["density"]) if p["method"] == "topk" else None
-    key = {**{k: p[k] for k in _ID_PARAMS}, "label_fraction": float(p["label_fraction"]), "hparams": _id_hparams(hp),
-           "density": density}
+    key = {
+        **{k: p[k] for k in _ID_PARAMS},
+        "label_fraction": float(p["label_fraction"]),
+        "hparams": _id_hparams(hp),
+        "density": density,
+    }
     if (weights := B.weights_identity(p["model"], p["weights"])) is not None:
-        key["weights_sha256"] = weights       # absent for the pinned weights: their runs keep the ids they had
+        key["weights_sha256"] = weights  # absent for the pinned weights: their runs keep the ids they had
     h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
     return f"{p['dataset']}_{p['model']}_{p['method']}_lf{p['label_fraction']:g}_s{p['seed']}_{h}"
 
 # %% ../nbs/10a_spec.ipynb #a6ebbf37
-def experts_id(p:dict, hp:dict, dispatcher:str) -> str:
+def experts_id(p: dict, hp: dict, dispatcher: str) -> str:
     "The folder name of the experts of cascade `p`, `hp` on the SMN run `dispatcher` (a run id)."
     key = dict(experts=hp["experts"], pca_dims=hp["pca_dims"], epochs=p["epochs"], seed=p["seed"])
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
@@ -166,10 +305,12 @@ def experts_id(p:dict, hp:dict, dispatcher:str) -> str:
 @dataclass(frozen=True)
 class Prerequisite:
     "A finished run another run needs first: which parameter makes it needed, and how its parameters differ."
-    why: str         # e.g. "density='smn'"
-    change: dict     # the prerequisite's parameters are the run's, updated with these
 
-def prerequisite(p:dict) -> Prerequisite|None:
+    why: str  # e.g. "density='smn'"
+    change: dict  # the prerequisite's parameters are the run's, updated with these
+
+
+def prerequisite(p: dict) -> Prerequisite | None:
     "The run that checked parameters `p` need finished first, or None."
     if p["method"] == "SMC":
         return Prerequisite("method='SMC'", dict(method="SMN", cascade=None, experts=None, label_fraction=1.0))

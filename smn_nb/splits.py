@@ -13,19 +13,24 @@ __all__ = ['VAL_FRACTION', 'TEST_FRACTION', 'PAPER_FRACTIONS', 'stratified_split
 # %% ../nbs/03c_splits.ipynb #5ed6b421
 VAL_FRACTION, TEST_FRACTION = 0.10, 0.20
 
-def stratified_split(targets, frac:float, seed:int=0) -> tuple[np.ndarray, np.ndarray]:
+
+def stratified_split(targets, frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     "Indices `(keep, held)`, `held` a stratified, seeded fraction `frac` of `targets` (both sorted)."
     from sklearn.model_selection import train_test_split
-    y = np.asarray(targets); idx = np.arange(len(y))
-    try: keep, held = train_test_split(idx, test_size=frac, stratify=y, random_state=seed)
+
+    y = np.asarray(targets)
+    idx = np.arange(len(y))
+    try:
+        keep, held = train_test_split(idx, test_size=frac, stratify=y, random_state=seed)
     except ValueError:  # a class with a single example cannot be stratified
         keep, held = train_test_split(idx, test_size=frac, random_state=seed)
     return np.sort(keep), np.sort(held)
 
 # %% ../nbs/03c_splits.ipynb #e559a1d7
-def complete_splits(parts:dict,   # split name -> part, as a dataset's reader returns them
-                    seed:int,     # seeds a carved-out validation split (test never moves)
-                   ) -> dict:
+def complete_splits(
+    parts: dict,  # split name -> part, as a dataset's reader returns them
+    seed: int,  # seeds a carved-out validation split (test never moves)
+) -> dict:
     "Fill in test (fixed seed), val (seeded, out of train) and trainval from whatever splits `parts` has."
     parts = dict(parts)
     if "test" not in parts:
@@ -37,22 +42,28 @@ def complete_splits(parts:dict,   # split name -> part, as a dataset's reader re
         base = parts.get("trainval") or parts["train"]
         keep, held = stratified_split(base.targets, VAL_FRACTION, seed=seed)
         parts["train"], parts["val"], parts["trainval"] = base.take(keep), base.take(held), base
-    if "trainval" not in parts: parts["trainval"] = parts["train"].cat(parts["val"])
+    if "trainval" not in parts:
+        parts["trainval"] = parts["train"].cat(parts["val"])
     return parts
 
 # %% ../nbs/03c_splits.ipynb #731ab07c
 PAPER_FRACTIONS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.10, 1.0)
 
-def label_fraction_indices(targets,            # labels of the training set, (N,)
-                           fraction:float,     # fraction of labels kept, in (0, 1]: 0.0025 = 0.25%, 1.0 = all
-                           seed:int=0,
-                          ) -> tuple[np.ndarray, np.ndarray]:
+
+def label_fraction_indices(
+    targets,  # labels of the training set, (N,)
+    fraction: float,  # fraction of labels kept, in (0, 1]: 0.0025 = 0.25%, 1.0 = all
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     "Stratified, seeded `(labelled_idx, unlabelled_idx)`: `max(1, round(fraction * n_c))` labels per class."
     if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:
-        raise ValueError(f"fraction={fraction!r} must be a number in (0, 1] (0.0025 = 0.25%, 1.0 = 100%); "
-                         f"the paper uses {list(PAPER_FRACTIONS)}")
+        raise ValueError(
+            f"fraction={fraction!r} must be a number in (0, 1] (0.0025 = 0.25%, 1.0 = 100%); "
+            f"the paper uses {list(PAPER_FRACTIONS)}"
+        )
     y = np.asarray(targets.cpu() if torch.is_tensor(targets) else targets)
-    if fraction == 1: return np.arange(len(y)), np.arange(0)
+    if fraction == 1:
+        return np.arange(len(y)), np.arange(0)
     rng = np.random.default_rng(seed)
     lab = []
     for c in np.unique(y):

@@ -25,65 +25,97 @@ __all__ = ['STORE_FORMAT', 'default_workers', 'make_loader', 'store_paths', 'sto
            'eval_loader']
 
 # %% ../nbs/03e_store.ipynb #d0975356
-def default_workers(device:str|torch.device|None=None) -> int:
+def default_workers(device: str | torch.device | None = None) -> int:
     "Loader processes for a run on `device`: none on a CPU (they would take the model's cores), else half the cores, at most 8 (none below 4)."
-    if device is not None and torch.device(device).type == "cpu": return 0
+    if device is not None and torch.device(device).type == "cpu":
+        return 0
     n = os.cpu_count() or 1
     return 0 if n < 4 else min(8, n // 2)
 
 # %% ../nbs/03e_store.ipynb #a16bcd36
 class _Transformed(Dataset):
-    def __init__(self, ds, tfm): self.ds, self.tfm = ds, tfm
-    def __len__(self): return len(self.ds)
+    def __init__(self, ds, tfm):
+        self.ds, self.tfm = ds, tfm
+
+    def __len__(self):
+        return len(self.ds)
+
     def __getitem__(self, i):
         x, y = self.ds[i]
         return (self.tfm(x) if self.tfm is not None else x), y
 
-def make_loader(dataset:Dataset,
-                transform:Callable|None,       # per-sample transform; None = raw uint8 images
-                batch_size:int,
-                shuffle:bool,
-                seed:int=0,                    # seeds the shuffling generator (and workers' base seed)
-                num_workers:int=0,
-                drop_last:bool=False,
-                indices:Sequence[int]|None=None,  # use only these items (e.g. a label fraction)
-               ) -> DataLoader:
+
+def make_loader(
+    dataset: Dataset,
+    transform: Callable | None,  # per-sample transform; None = raw uint8 images
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,  # seeds the shuffling generator (and workers' base seed)
+    num_workers: int = 0,
+    drop_last: bool = False,
+    indices: Sequence[int] | None = None,  # use only these items (e.g. a label fraction)
+) -> DataLoader:
     "A seeded `DataLoader` of `(x, y)` batches; `x` a list of batch tensors for a multi-crop transform."
-    g = torch.Generator(); g.manual_seed(seed)
+    g = torch.Generator()
+    g.manual_seed(seed)
     idx = None if indices is None else [int(i) for i in np.asarray(indices).reshape(-1)]
     pin = torch.cuda.is_available()
     if transform is None and getattr(dataset, "batchable", False):
         ds = dataset if idx is None else Subset(dataset, idx)
         sampler = RandomSampler(ds, generator=g) if shuffle else SequentialSampler(ds)
-        return DataLoader(ds, batch_size=None, sampler=BatchSampler(sampler, batch_size, drop_last),
-                          num_workers=num_workers, generator=g, pin_memory=pin, persistent_workers=num_workers > 0)
+        return DataLoader(
+            ds,
+            batch_size=None,
+            sampler=BatchSampler(sampler, batch_size, drop_last),
+            num_workers=num_workers,
+            generator=g,
+            pin_memory=pin,
+            persistent_workers=num_workers > 0,
+        )
     ds = _Transformed(dataset, transform)
-    if idx is not None: ds = Subset(ds, idx)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=num_workers,
-                      drop_last=drop_last, pin_memory=pin, persistent_workers=num_workers > 0)
+    if idx is not None:
+        ds = Subset(ds, idx)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=g,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=pin,
+        persistent_workers=num_workers > 0,
+    )
 
 # %% ../nbs/03e_store.ipynb #67c52bee
-STORE_FORMAT = 2    # 1: centre squares (N,3,s,s); 2: whole images (N,3,s,L) and their sizes
+STORE_FORMAT = 2  # 1: centre squares (N,3,s,s); 2: whole images (N,3,s,L) and their sizes
 
-def _fingerprint(ds, size:int, max_aspect:float) -> str:
+
+def _fingerprint(ds, size: int, max_aspect: float) -> str:
     key = f"{getattr(ds, 'name', '')}|{getattr(ds, 'split', '')}|{len(ds)}|{size}|{max_aspect}|v{STORE_FORMAT}"
     h = hashlib.sha1(key.encode())
     h.update(np.asarray(ds.targets).astype(np.int64).tobytes())
-    if getattr(ds, "files", None) is not None: h.update("\n".join(map(str, ds.files)).encode())
-    else: h.update(ds.images[:: max(1, len(ds) // 64)].contiguous().numpy().tobytes())
+    if getattr(ds, "files", None) is not None:
+        h.update("\n".join(map(str, ds.files)).encode())
+    else:
+        h.update(ds.images[:: max(1, len(ds) // 64)].contiguous().numpy().tobytes())
     return h.hexdigest()[:12]
 
-def store_paths(dataset:ImageDataset, size:int, root:str|Path|None=None, max_aspect:float=2.0) -> tuple[Path, Path]:
+
+def store_paths(
+    dataset: ImageDataset, size: int, root: str | Path | None = None, max_aspect: float = 2.0
+) -> tuple[Path, Path]:
     "Where `TensorStore(dataset, size, root, max_aspect=max_aspect)` keeps its images and their sizes."
     fp = _fingerprint(dataset, size, max_aspect)
     stem = f"{dataset.name}-{dataset.split}-{size}px-a{max_aspect:g}-v{STORE_FORMAT}-{fp}"
     p = data_root(root) / "_cache" / "store" / f"{stem}.npy"
     return p, p.with_name(f"{stem}.sizes.npy")
 
-def stored_sizes(sizes:torch.Tensor,   # (N,2) original heights and widths
-                 side:int,             # the stored shorter side
-                 long_max:int,         # the longest stored side allowed
-                ) -> torch.Tensor:
+
+def stored_sizes(
+    sizes: torch.Tensor,  # (N,2) original heights and widths
+    side: int,  # the stored shorter side
+    long_max: int,  # the longest stored side allowed
+) -> torch.Tensor:
     "(N,2) stored `(h, w)`: `Resize(side)`'s output, shrunk whole (aspect kept) where its long side exceeds `long_max`."
     r = resized_sizes(sizes, side).double()
     f = (long_max / r.max(1).values).clamp(max=1)[:, None]
@@ -92,59 +124,82 @@ def stored_sizes(sizes:torch.Tensor,   # (N,2) original heights and widths
 # %% ../nbs/03e_store.ipynb #8aadc5cd
 class _Decode(Dataset):
     "Item `i` of `ds` at its stored size, transposed if a portrait: `(image, (H, W), None)`, or `(None, None, reason)`."
-    def __init__(self, ds, side:int, long:int,
-                 sizes:torch.Tensor):          # (N,4) header (H, W) and stored (h, w) of each image
+
+    def __init__(
+        self, ds, side: int, long: int, sizes: torch.Tensor
+    ):  # (N,4) header (H, W) and stored (h, w) of each image
         self.ds, self.side, self.long, self.sizes = ds, side, long, sizes.tolist()
-    def __len__(self): return len(self.ds)
+
+    def __len__(self):
+        return len(self.ds)
+
     def __getitem__(self, i):
-        try: img = self.ds[i][0]
-        except Exception as e: return None, None, getattr(e, "reason", f"{type(e).__name__}: {e}")
+        try:
+            img = self.ds[i][0]
+        except Exception as e:
+            return None, None, getattr(e, "reason", f"{type(e).__name__}: {e}")
         hw = tuple(img.shape[-2:])
         H, W, h, w = self.sizes[i]
-        if (H, W) != hw: h, w = stored_sizes(torch.tensor([hw]), self.side, self.long)[0].tolist()   # header was wrong
+        if (H, W) != hw:
+            h, w = stored_sizes(torch.tensor([hw]), self.side, self.long)[0].tolist()  # header was wrong
         img = v2.functional.resize(img, [h, w], antialias=True)
         return (img.transpose(-1, -2) if img.shape[1] > img.shape[2] else img), hw, None
 
-def _items(batch): return batch    # collate: keep the list of items
 
-def _put(out:np.ndarray, img:torch.Tensor):
+def _items(batch):
+    return batch  # collate: keep the list of items
+
+
+def _put(out: np.ndarray, img: torch.Tensor):
     "Write `img` (3,a,b) at the top left of `out` (3,S,L), then edge-pad the rest."
     a, b = img.shape[1:]
     out[:, :a, :b] = img.numpy()
-    out[:, :a, b:] = out[:, :a, b - 1:b]
-    out[:, a:] = out[:, a - 1:a]
+    out[:, :a, b:] = out[:, :a, b - 1 : b]
+    out[:, a:] = out[:, a - 1 : a]
 
-def _header_sizes(ds, threads:int, progress:bool) -> tuple[torch.Tensor, dict]:
+
+def _header_sizes(ds, threads: int, progress: bool) -> tuple[torch.Tensor, dict]:
     "(N,2) original sizes from the image headers (zeros where unreadable), and `{index: reason}` of unreadable files."
-    if ds.files is None: return torch.tensor(ds.images.shape[-2:]).expand(len(ds), 2).clone(), {}
+    if ds.files is None:
+        return torch.tensor(ds.images.shape[-2:]).expand(len(ds), 2).clone(), {}
     with ThreadPoolExecutor(threads) as ex:
-        probes = list(tqdm(ex.map(probe_image, ds.files), total=len(ds), disable=not progress,
-                           desc=f"headers {ds.name}-{ds.split}"))
+        probes = list(
+            tqdm(
+                ex.map(probe_image, ds.files), total=len(ds), disable=not progress, desc=f"headers {ds.name}-{ds.split}"
+            )
+        )
     bad = {i: p.problem for i, p in enumerate(probes) if p.problem is not None}
     return torch.tensor([p.size or (0, 0) for p in probes]).view(-1, 2), bad
 
 # %% ../nbs/03e_store.ipynb #2efbe327
 class TensorStore(Dataset):
     "`dataset` decoded once, each image whole (shorter side `size`): uint8 `(N,3,size,L)`, sizes `(N,4)`; memory-mapped"
-    def __init__(self, dataset:ImageDataset,
-                 size:int,                     # stored shorter side
-                 root:str|Path|None=None,      # data root; the store goes to root/_cache/store/
-                 batch_size:int=256,
-                 num_workers:int|None=None,    # decoding processes; None: `default_workers()`
-                 progress:bool=True,
-                 max_aspect:float=2.0):        # longest stored side = size * max_aspect; longer images are shrunk whole
-        if not max_aspect >= 1: raise ValueError(f"max_aspect={max_aspect!r}: the longest side over the shortest, >= 1")
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        size: int,  # stored shorter side
+        root: str | Path | None = None,  # data root; the store goes to root/_cache/store/
+        batch_size: int = 256,
+        num_workers: int | None = None,  # decoding processes; None: `default_workers()`
+        progress: bool = True,
+        max_aspect: float = 2.0,
+    ):  # longest stored side = size * max_aspect; longer images are shrunk whole
+        if not max_aspect >= 1:
+            raise ValueError(f"max_aspect={max_aspect!r}: the longest side over the shortest, >= 1")
         self.name, self.split, self.size, self.max_aspect = dataset.name, dataset.split, size, max_aspect
         self.classes, self.targets = list(dataset.classes), dataset.targets.clone()
         self.path, self.sizes_path = store_paths(dataset, size, root, max_aspect)
         if not (self.path.exists() and self.sizes_path.exists()):
             self._build(dataset, root, batch_size, default_workers() if num_workers is None else num_workers, progress)
-        arr = np.load(self.path, mmap_mode="c")      # copy-on-write map: lazy, and writable for torch
+        arr = np.load(self.path, mmap_mode="c")  # copy-on-write map: lazy, and writable for torch
         sizes = np.load(self.sizes_path)
         n = len(self.targets)
         if arr.shape[:3] != (n, 3, size) or sizes.shape != (n, 4):
-            raise ValueError(f"{self.path}: shape {arr.shape} and sizes {sizes.shape}, expected ({n}, 3, {size}, L) "
-                             f"and ({n}, 4); delete both to rebuild")
+            raise ValueError(
+                f"{self.path}: shape {arr.shape} and sizes {sizes.shape}, expected ({n}, 3, {size}, L) "
+                f"and ({n}, 4); delete both to rebuild"
+            )
         self.images, self.sizes = torch.from_numpy(arr), torch.from_numpy(sizes).long()
 
     def _build(self, ds, root, batch_size, num_workers, progress):
@@ -160,7 +215,8 @@ class TensorStore(Dataset):
             items = (item for batch in dl for item in batch)
             items = tqdm(items, total=len(ds), disable=not progress, desc=f"store {self.path.name}")
             for i, (img, hw, err) in enumerate(items):
-                if err is not None: bad.setdefault(i, err)
+                if err is not None:
+                    bad.setdefault(i, err)
                 else:
                     _put(out[i], img)
                     sizes[i, :2] = hw
@@ -170,91 +226,156 @@ class TensorStore(Dataset):
                 files = ds.files or [f"{ds.name}[{k}]" for k in range(len(ds))]
                 raise bad_images_error(ds.name, ds.split, [(files[k], bad[k]) for k in sorted(bad)], len(ds), root)
             sizes[:, 2:] = stored_sizes(torch.from_numpy(sizes[:, :2]), self.size, long).numpy()
-            with atomic_write(self.sizes_path) as f: np.save(f, sizes)
+            with atomic_write(self.sizes_path) as f:
+                np.save(f, sizes)
 
     batchable = True
-    def __len__(self): return len(self.targets)
+
+    def __len__(self):
+        return len(self.targets)
+
     def __getitem__(self, i):
         "An index: `(image (3,h,w), label)`, the stored image; a list of indices: `((images, sizes), labels)`."
         if isinstance(i, (int, np.integer)) or (torch.is_tensor(i) and i.ndim == 0):
             h, w = self.sizes[int(i), 2:].tolist()
-            img = self.images[int(i), :, :min(h, w), :max(h, w)]
+            img = self.images[int(i), :, : min(h, w), : max(h, w)]
             return (img.transpose(-1, -2) if h > w else img), int(self.targets[int(i)])
         i = torch.as_tensor(np.asarray(i), dtype=torch.long)
         return (self.images[i], self.sizes[i]), self.targets[i]
+
     @property
     def nbytes(self) -> int:
         "Bytes on disk: the images and their sizes."
         return self.path.stat().st_size + self.sizes_path.stat().st_size
+
     def __repr__(self):
-        return (f"TensorStore({self.name!r}, split={self.split!r}, n={len(self)}, shape={tuple(self.images.shape)}, "
-                f"path={str(self.path)!r})")
+        return (
+            f"TensorStore({self.name!r}, split={self.split!r}, n={len(self)}, shape={tuple(self.images.shape)}, "
+            f"path={str(self.path)!r})"
+        )
 
 # %% ../nbs/03e_store.ipynb #550a662f
-def batch_to(x:torch.Tensor|tuple, device:str|torch.device) -> torch.Tensor|tuple:
+def batch_to(x: torch.Tensor | tuple, device: str | torch.device) -> torch.Tensor | tuple:
     "A batch's images — a tensor, or a store batch `(images, sizes)` — copied to `device` without blocking."
-    if isinstance(x, (tuple, list)): return type(x)(t.to(device, non_blocking=True) for t in x)
+    if isinstance(x, (tuple, list)):
+        return type(x)(t.to(device, non_blocking=True) for t in x)
     return x.to(device, non_blocking=True)
+
 
 class DeviceLoader:
     "Batches `(x, y, ...)` of `loader` copied to `device` (non-blocking) with `augment` applied to `x` there."
-    def __init__(self, loader, augment:Callable|None=None, device:str|torch.device="cpu"):
+
+    def __init__(self, loader, augment: Callable | None = None, device: str | torch.device = "cpu"):
         self.loader, self.augment, self.device = loader, augment, torch.device(device)
-    def __len__(self): return len(self.loader)
+
+    def __len__(self):
+        return len(self.loader)
+
     @property
-    def generator(self): return getattr(self.loader, "generator", None)
+    def generator(self):
+        return getattr(self.loader, "generator", None)
+
     def __iter__(self):
         for x, y, *rest in self.loader:
             x = batch_to(x, self.device)
-            with torch.no_grad(): x = self.augment(x) if self.augment is not None else x
+            with torch.no_grad():
+                x = self.augment(x) if self.augment is not None else x
             yield (x, y.to(self.device, non_blocking=True), *rest)
 
 # %% ../nbs/03e_store.ipynb #9673c145
-def decode_once(dataset:ImageDataset,        # tensor- or file-backed
-                side:int,                    # the stored side (e.g. 256 for training at 224)
-                root:str|Path|None=None,     # data root: where the store is cached
-                num_workers:int|None=None,   # decoding processes; None: `default_workers()`
-               ) -> Dataset:
+def decode_once(
+    dataset: ImageDataset,  # tensor- or file-backed
+    side: int,  # the stored side (e.g. 256 for training at 224)
+    root: str | Path | None = None,  # data root: where the store is cached
+    num_workers: int | None = None,  # decoding processes; None: `default_workers()`
+) -> Dataset:
     "`dataset` itself when its images are in memory, else its `TensorStore` at `side` px (built once, then memory-mapped)."
-    if getattr(dataset, "batchable", False): return dataset
+    if getattr(dataset, "batchable", False):
+        return dataset
     return TensorStore(dataset, side, root=root, num_workers=num_workers)
 
 # %% ../nbs/03e_store.ipynb #8c12ce59
-def train_batches(dataset:ImageDataset, size:int, batch_size:int, seed:int=0,
-                  indices:Sequence[int]|None=None,  # use only these items (e.g. a label fraction)
-                  root:str|Path|None=None, num_workers:int|None=None,
-                  device:str|torch.device|None=None,  # where the model trains: sets the default workers
-                  crop_pct:float=0.875) -> DataLoader:
+def train_batches(
+    dataset: ImageDataset,
+    size: int,
+    batch_size: int,
+    seed: int = 0,
+    indices: Sequence[int] | None = None,  # use only these items (e.g. a label fraction)
+    root: str | Path | None = None,
+    num_workers: int | None = None,
+    device: str | torch.device | None = None,  # where the model trains: sets the default workers
+    crop_pct: float = 0.875,
+) -> DataLoader:
     "Shuffled, seeded uint8 batches of `dataset` decoded once at `size / crop_pct` px, for augmentation on the device."
     src = decode_once(dataset, int(round(size / crop_pct)), root)
     n = len(dataset) if indices is None else len(indices)
-    return make_loader(src, None, batch_size, shuffle=True, seed=seed, drop_last=n > batch_size, indices=indices,
-                       num_workers=default_workers(device) if num_workers is None else num_workers)
+    return make_loader(
+        src,
+        None,
+        batch_size,
+        shuffle=True,
+        seed=seed,
+        drop_last=n > batch_size,
+        indices=indices,
+        num_workers=default_workers(device) if num_workers is None else num_workers,
+    )
 
 # %% ../nbs/03e_store.ipynb #475460ef
-def supervised_train_loader(dataset:ImageDataset, size:int, mean:Sequence[float], std:Sequence[float], batch_size:int,
-                            seed:int=0, indices:Sequence[int]|None=None, root:str|Path|None=None,
-                            train_aug:dict|None=None,   # `DatasetInfo.train_aug`: overrides of the crop scale / flip
-                            num_workers:int|None=None, device:str|torch.device="cpu") -> tuple[DataLoader, BatchAugment]:
+def supervised_train_loader(
+    dataset: ImageDataset,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int,
+    seed: int = 0,
+    indices: Sequence[int] | None = None,
+    root: str | Path | None = None,
+    train_aug: dict | None = None,  # `DatasetInfo.train_aug`: overrides of the crop scale / flip
+    num_workers: int | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[DataLoader, BatchAugment]:
     "`(loader, augment)`: uint8 batches of the labelled `indices`, and the paper's random resized crop + flip for `device`."
     dl = train_batches(dataset, size, batch_size, seed, indices, root, num_workers, device)
     return dl, BatchAugment(size, mean, std, **(train_aug or {})).to(device)
 
 # %% ../nbs/03e_store.ipynb #7a626165
-def selfsup_train_loader(dataset:ImageDataset, size:int, mean:Sequence[float], std:Sequence[float], batch_size:int,
-                         seed:int=0, root:str|Path|None=None, num_workers:int|None=None,
-                         device:str|torch.device="cpu",
-                         **crops) -> tuple[DataLoader, BatchMultiCrop]:   # more `BatchMultiCrop` settings, e.g. n_small=0
+def selfsup_train_loader(
+    dataset: ImageDataset,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int,
+    seed: int = 0,
+    root: str | Path | None = None,
+    num_workers: int | None = None,
+    device: str | torch.device = "cpu",
+    **crops,
+) -> tuple[DataLoader, BatchMultiCrop]:  # more `BatchMultiCrop` settings, e.g. n_small=0
     "`(loader, augment)`: uint8 batches of every training image, and SwAV's multi-crop for `device`."
     dl = train_batches(dataset, size, batch_size, seed, None, root, num_workers, device)
     return dl, BatchMultiCrop(size, max(8, round(size * 96 / 224)), mean, std, **crops).to(device)
 
 # %% ../nbs/03e_store.ipynb #5c73d560
-def eval_loader(dataset:ImageDataset, size:int, mean:Sequence[float], std:Sequence[float], batch_size:int=256,
-                indices:Sequence[int]|None=None, root:str|Path|None=None, num_workers:int|None=None,
-                device:str|torch.device="cpu", crop_pct:float=0.875) -> DeviceLoader:
+def eval_loader(
+    dataset: ImageDataset,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 256,
+    indices: Sequence[int] | None = None,
+    root: str | Path | None = None,
+    num_workers: int | None = None,
+    device: str | torch.device = "cpu",
+    crop_pct: float = 0.875,
+) -> DeviceLoader:
     "Unshuffled, normalised centre crops of `dataset` on `device` (decoded once): `eval_transform`'s images, batched."
     src = decode_once(dataset, int(round(size / crop_pct)), root)
-    dl = make_loader(src, None, batch_size, shuffle=False, indices=indices,
-                     num_workers=default_workers(device) if num_workers is None else num_workers)
+    dl = make_loader(
+        src,
+        None,
+        batch_size,
+        shuffle=False,
+        indices=indices,
+        num_workers=default_workers(device) if num_workers is None else num_workers,
+    )
     return DeviceLoader(dl, BatchAugment(size, mean, std, train=False, crop_pct=crop_pct).to(device), device)

@@ -16,111 +16,162 @@ __all__ = ['sinkhorn', 'ddp_all_reduce', 'ddp_all_reduce_max', 'swav_loss', 'SwA
            'queue_start_epoch', 'FeatureQueue', 'swav_epochs', 'swav_steps', 'swav_step']
 
 # %% ../nbs/06_swav.ipynb #d1577c72
-def _lse(x:torch.Tensor, dim, all_reduce:Callable|None=None, all_reduce_max:Callable|None=None) -> torch.Tensor:
+def _lse(
+    x: torch.Tensor, dim, all_reduce: Callable | None = None, all_reduce_max: Callable | None = None
+) -> torch.Tensor:
     "log(sum(exp(x))) over `dim` (kept), summed over processes by `all_reduce`; the subtracted max is common to all processes."
-    m = x.amax(dim=dim, keepdim=True)                          # local max: exp(x - m) <= 1, and the max term is exactly 1
+    m = x.amax(dim=dim, keepdim=True)  # local max: exp(x - m) <= 1, and the max term is exactly 1
     if all_reduce is not None:
-        if all_reduce_max is not None: m = all_reduce_max(m.clone())
-        else: m = all_reduce(m.clone()) / all_reduce(torch.ones((), device=x.device, dtype=x.dtype))  # mean of maxima
+        if all_reduce_max is not None:
+            m = all_reduce_max(m.clone())
+        else:
+            m = all_reduce(m.clone()) / all_reduce(torch.ones((), device=x.device, dtype=x.dtype))  # mean of maxima
     s = torch.exp(x - m).sum(dim=dim, keepdim=True)
-    if all_reduce is not None: s = all_reduce(s)
+    if all_reduce is not None:
+        s = all_reduce(s)
     return m + torch.log(s)
 
+
 @torch.no_grad()
-def sinkhorn(scores:torch.Tensor,                # (B, K) prototype scores of one crop (B local samples, K prototypes)
-             n_iters:int=3,                      # Sinkhorn-Knopp iterations (official SwAV: 3)
-             eps:float=0.05,                     # epsilon, the entropic regularisation (official SwAV: 0.05)
-             all_reduce:Callable|None=None,      # t -> t summed over processes (DDP); None: single process
-             all_reduce_max:Callable|None=None,  # t -> elementwise max over processes; optional with all_reduce
-             scaled:bool=True,                   # True: codes, each row sums to 1 (x B); False: the transport plan (total 1)
-            ) -> torch.Tensor:
+def sinkhorn(
+    scores: torch.Tensor,  # (B, K) prototype scores of one crop (B local samples, K prototypes)
+    n_iters: int = 3,  # Sinkhorn-Knopp iterations (official SwAV: 3)
+    eps: float = 0.05,  # epsilon, the entropic regularisation (official SwAV: 0.05)
+    all_reduce: Callable | None = None,  # t -> t summed over processes (DDP); None: single process
+    all_reduce_max: Callable | None = None,  # t -> elementwise max over processes; optional with all_reduce
+    scaled: bool = True,  # True: codes, each row sums to 1 (x B); False: the transport plan (total 1)
+) -> torch.Tensor:
     "SwAV codes `Q` (B, K) by Sinkhorn-Knopp, in float32, stable for any logits, optionally across processes."
-    if scores.ndim != 2: raise ValueError(f"scores must be (B, K), got shape {tuple(scores.shape)}")
-    if n_iters < 0: raise ValueError(f"n_iters must be >= 0, got {n_iters}")
-    if not eps > 0: raise ValueError(f"eps must be > 0, got {eps}")
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be (B, K), got shape {tuple(scores.shape)}")
+    if n_iters < 0:
+        raise ValueError(f"n_iters must be >= 0, got {n_iters}")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
     with torch.autocast(device_type=scores.device.type, enabled=False):
-        logq = scores.detach().float().t() / eps                  # (K, B): log of exp(S^T/eps), prototypes x samples
+        logq = scores.detach().float().t() / eps  # (K, B): log of exp(S^T/eps), prototypes x samples
         K, b = logq.shape
-        B = torch.tensor(float(b), device=logq.device)            # samples in the global batch
-        if all_reduce is not None: B = all_reduce(B)
+        B = torch.tensor(float(b), device=logq.device)  # samples in the global batch
+        if all_reduce is not None:
+            B = all_reduce(B)
         log_k, log_b = math.log(K), torch.log(B)
-        logq = logq - _lse(logq, (0, 1), all_reduce, all_reduce_max)          # Q /= sum(Q)
+        logq = logq - _lse(logq, (0, 1), all_reduce, all_reduce_max)  # Q /= sum(Q)
         for _ in range(n_iters):
-            logq = logq - _lse(logq, 1, all_reduce, all_reduce_max) - log_k   # rows (prototypes) sum to 1/K
-            logq = logq - _lse(logq, 0) - log_b                               # columns (samples) sum to 1/B
-        q = torch.exp(logq + log_b) if scaled else torch.exp(logq)            # x B: each sample's code sums to 1
-    return q.t()                                                  # (B, K)
+            logq = logq - _lse(logq, 1, all_reduce, all_reduce_max) - log_k  # rows (prototypes) sum to 1/K
+            logq = logq - _lse(logq, 0) - log_b  # columns (samples) sum to 1/B
+        q = torch.exp(logq + log_b) if scaled else torch.exp(logq)  # x B: each sample's code sums to 1
+    return q.t()  # (B, K)
 
 # %% ../nbs/06_swav.ipynb #9981bfe5
-def ddp_all_reduce(t:torch.Tensor) -> torch.Tensor:
+def ddp_all_reduce(t: torch.Tensor) -> torch.Tensor:
     "`t` summed over all processes (in place), returned."
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM); return t
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+    return t
 
-def ddp_all_reduce_max(t:torch.Tensor) -> torch.Tensor:
+
+def ddp_all_reduce_max(t: torch.Tensor) -> torch.Tensor:
     "`t`'s elementwise maximum over all processes (in place), returned."
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX); return t
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return t
 
 # %% ../nbs/06_swav.ipynb #af59fb8c
-def swav_loss(scores:Sequence[torch.Tensor],                     # per crop, (B, K) prototype scores; large crops first
-              crops_for_assign:Sequence[int]|None=None,          # crops codes are computed from; None: range(n_large)
-              n_large:int=2,                                     # number of large crops (used when crops_for_assign is None)
-              queue_scores:Sequence[torch.Tensor|None]|None=None,  # per assigned crop, (L, K) scores of queued embeddings
-              temperature:float=0.1,                             # tau of the softmax over prototypes
-              n_iters:int=3, eps:float=0.05,                     # Sinkhorn-Knopp settings
-              all_reduce:Callable|None=None, all_reduce_max:Callable|None=None,  # DDP reducers for Sinkhorn
-             ) -> torch.Tensor:
+def swav_loss(
+    scores: Sequence[torch.Tensor],  # per crop, (B, K) prototype scores; large crops first
+    crops_for_assign: Sequence[int] | None = None,  # crops codes are computed from; None: range(n_large)
+    n_large: int = 2,  # number of large crops (used when crops_for_assign is None)
+    queue_scores: Sequence[torch.Tensor | None] | None = None,  # per assigned crop, (L, K) scores of queued embeddings
+    temperature: float = 0.1,  # tau of the softmax over prototypes
+    n_iters: int = 3,
+    eps: float = 0.05,  # Sinkhorn-Knopp settings
+    all_reduce: Callable | None = None,
+    all_reduce_max: Callable | None = None,  # DDP reducers for Sinkhorn
+) -> torch.Tensor:
     "SwAV loss: codes of the assigned crops predicted by every other crop, averaged as official SwAV does."
     n_crops = len(scores)
-    if n_crops < 2: raise ValueError(f"need at least 2 crops, got {n_crops}")
+    if n_crops < 2:
+        raise ValueError(f"need at least 2 crops, got {n_crops}")
     assign = tuple(range(n_large)) if crops_for_assign is None else tuple(crops_for_assign)
     bad = [i for i in assign if not 0 <= i < n_crops]
-    if bad or not assign: raise ValueError(f"crops_for_assign {assign} must be non-empty indices in range({n_crops}) (the crops given)")
+    if bad or not assign:
+        raise ValueError(f"crops_for_assign {assign} must be non-empty indices in range({n_crops}) (the crops given)")
     bs = scores[0].shape[0]
     if any(x.shape != scores[0].shape for x in scores):
         raise ValueError(f"all crops need the same (B, K) scores, got {[tuple(x.shape) for x in scores]}")
     if queue_scores is not None and len(queue_scores) != len(assign):
         raise ValueError(f"queue_scores needs one entry per assigned crop {assign}, got {len(queue_scores)}")
-    logp = [F.log_softmax(x.float() / temperature, dim=1) for x in scores]   # (B, K) per crop, fp32
-    loss = 0.
+    logp = [F.log_softmax(x.float() / temperature, dim=1) for x in scores]  # (B, K) per crop, fp32
+    loss = 0.0
     for j, i in enumerate(assign):
         with torch.no_grad():
             out = scores[i].detach().float()
             if queue_scores is not None and queue_scores[j] is not None:
-                out = torch.cat([queue_scores[j].detach().float(), out])      # (L + B, K): queue first, fp32
-            q = sinkhorn(out, n_iters, eps, all_reduce, all_reduce_max)[-bs:]   # (B, K): the batch's codes
+                out = torch.cat([queue_scores[j].detach().float(), out])  # (L + B, K): queue first, fp32
+            q = sinkhorn(out, n_iters, eps, all_reduce, all_reduce_max)[-bs:]  # (B, K): the batch's codes
         sub = sum(-(q * logp[v]).sum(dim=1).mean() for v in range(n_crops) if v != i)
         loss = loss + sub / (n_crops - 1)
     return loss / len(assign)
 
+
 class SwAVLoss(nn.Module):
     "The SwAV loss with its hyper-parameters (temperature 0.1, eps 0.05, 3 Sinkhorn iterations)."
-    def __init__(self, temperature:float=0.1, eps:float=0.05, n_iters:int=3,
-                 crops_for_assign:Sequence[int]|None=(0, 1),        # None: the first `n_large` crops given to forward
-                 all_reduce:Callable|None=None, all_reduce_max:Callable|None=None):
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        eps: float = 0.05,
+        n_iters: int = 3,
+        crops_for_assign: Sequence[int] | None = (0, 1),  # None: the first `n_large` crops given to forward
+        all_reduce: Callable | None = None,
+        all_reduce_max: Callable | None = None,
+    ):
         super().__init__()
         self.temperature, self.eps, self.n_iters = temperature, eps, n_iters
         self.crops_for_assign, self.all_reduce, self.all_reduce_max = crops_for_assign, all_reduce, all_reduce_max
-    def forward(self, scores:Sequence[torch.Tensor], n_large:int=2, queue_scores=None) -> torch.Tensor:
+
+    def forward(self, scores: Sequence[torch.Tensor], n_large: int = 2, queue_scores=None) -> torch.Tensor:
         assign = self.crops_for_assign if self.crops_for_assign is not None else tuple(range(n_large))
-        return swav_loss(scores, assign, n_large, queue_scores, self.temperature, self.n_iters, self.eps,
-                         self.all_reduce, self.all_reduce_max)
-    def extra_repr(self): return f"temperature={self.temperature}, eps={self.eps}, n_iters={self.n_iters}, crops_for_assign={self.crops_for_assign}"
+        return swav_loss(
+            scores,
+            assign,
+            n_large,
+            queue_scores,
+            self.temperature,
+            self.n_iters,
+            self.eps,
+            self.all_reduce,
+            self.all_reduce_max,
+        )
+
+    def extra_repr(self):
+        return f"temperature={self.temperature}, eps={self.eps}, n_iters={self.n_iters}, crops_for_assign={self.crops_for_assign}"
 
 # %% ../nbs/06_swav.ipynb #8491f6de
 class SwAVHead(nn.Module):
     "Projection (+ optional MLP) -> L2-normalised embedding `z` -> prototype scores."
-    def __init__(self, in_dim:int,              # backbone feature size (2048 for rn50, 512 for rn18)
-                 out_dim:int=128,               # embedding size
-                 n_prototypes:int=500,          # K (authors: 500; SwAV: 3000)
-                 hidden_dim:int|None=None):     # None: Linear projection (authors); int: SwAV's MLP
+
+    def __init__(
+        self,
+        in_dim: int,  # backbone feature size (2048 for rn50, 512 for rn18)
+        out_dim: int = 128,  # embedding size
+        n_prototypes: int = 500,  # K (authors: 500; SwAV: 3000)
+        hidden_dim: int | None = None,
+    ):  # None: Linear projection (authors); int: SwAV's MLP
         super().__init__()
-        if hidden_dim is None: self.projection = nn.Linear(in_dim, out_dim)
-        else: self.projection = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim),
-                                              nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+        if hidden_dim is None:
+            self.projection = nn.Linear(in_dim, out_dim)
+        else:
+            self.projection = nn.Sequential(
+                nn.Linear(in_dim, hidden_dim),
+                nn.BatchNorm1d(hidden_dim),
+                nn.ReLU(inplace=True),
+                nn.Linear(hidden_dim, out_dim),
+            )
         self.prototypes = nn.Linear(out_dim, n_prototypes, bias=False)
-    def forward(self, feats:torch.Tensor):      # feats: (N, in_dim)
-        z = F.normalize(self.projection(feats), dim=1, p=2)            # (N, out_dim), unit rows
-        return z, self.prototypes(z)                                   # (N, out_dim), (N, K)
+
+    def forward(self, feats: torch.Tensor):  # feats: (N, in_dim)
+        z = F.normalize(self.projection(feats), dim=1, p=2)  # (N, out_dim), unit rows
+        return z, self.prototypes(z)  # (N, out_dim), (N, K)
+
     @torch.no_grad()
     def normalize_prototypes_(self):
         "L2-normalise the prototype vectors (rows of the weight) in place."
@@ -129,88 +180,111 @@ class SwAVHead(nn.Module):
         return self
 
 # %% ../nbs/06_swav.ipynb #4264097d
-def cancel_prototype_grads(head:nn.Module,       # a module holding `prototypes` (e.g. `SwAVHead`)
-                           iteration:int,        # global optimiser step, from 0
-                           freeze_iters:int=5005 # prototypes stay fixed while iteration < freeze_iters
-                          ) -> bool:
+def cancel_prototype_grads(
+    head: nn.Module,  # a module holding `prototypes` (e.g. `SwAVHead`)
+    iteration: int,  # global optimiser step, from 0
+    freeze_iters: int = 5005,  # prototypes stay fixed while iteration < freeze_iters
+) -> bool:
     "Drop the prototypes' gradients (to `None`, as official SwAV) while `iteration < freeze_iters`."
-    if not hasattr(head, "prototypes"): raise KeyError(f"{type(head).__name__} has no `prototypes`; children: {[n for n, _ in head.named_children()]}")
-    if iteration >= freeze_iters: return False
-    for p in head.prototypes.parameters(): p.grad = None
+    if not hasattr(head, "prototypes"):
+        raise KeyError(f"{type(head).__name__} has no `prototypes`; children: {[n for n, _ in head.named_children()]}")
+    if iteration >= freeze_iters:
+        return False
+    for p in head.prototypes.parameters():
+        p.grad = None
     return True
 
 # %% ../nbs/06_swav.ipynb #4da11614
-def queue_start_epoch(epochs:int) -> int:
+def queue_start_epoch(epochs: int) -> int:
     "First (0-based) epoch with a queue: E/5 rounded to the nearest integer, halves up."
-    if epochs < 1: raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
     return (2 * epochs + 5) // 10
+
 
 class FeatureQueue(nn.Module):
     "FIFO of the last `length` large-crop embeddings per assigned crop, newest first."
-    def __init__(self, n_crops:int=2,     # assigned (large) crops, one queue each
-                 length:int=512,          # L, rows per queue (per process)
-                 dim:int=128):            # embedding size
+
+    def __init__(
+        self,
+        n_crops: int = 2,  # assigned (large) crops, one queue each
+        length: int = 512,  # L, rows per queue (per process)
+        dim: int = 128,
+    ):  # embedding size
         super().__init__()
-        if length < 1: raise ValueError(f"length must be >= 1, got {length}")
-        self.register_buffer("queue", torch.zeros(n_crops, length, dim))   # (n_crops, L, dim)
+        if length < 1:
+            raise ValueError(f"length must be >= 1, got {length}")
+        self.register_buffer("queue", torch.zeros(n_crops, length, dim))  # (n_crops, L, dim)
+
     @property
     def full(self) -> bool:
         "True once every queue's last (oldest) row is non-zero."
         return bool((self.queue[:, -1] != 0).any(dim=-1).all())
+
     @torch.no_grad()
-    def push(self, z_large:Sequence[torch.Tensor]|torch.Tensor):  # per assigned crop, (B, dim) embeddings
+    def push(self, z_large: Sequence[torch.Tensor] | torch.Tensor):  # per assigned crop, (B, dim) embeddings
         "Enqueue the newest batch's embeddings at the front; the oldest B rows drop off."
         n, L, d = self.queue.shape
-        if len(z_large) != n: raise ValueError(f"push needs {n} crops' embeddings (one per queue), got {len(z_large)}")
+        if len(z_large) != n:
+            raise ValueError(f"push needs {n} crops' embeddings (one per queue), got {len(z_large)}")
         for i, zi in enumerate(z_large):
             b = zi.shape[0]
-            if zi.ndim != 2 or zi.shape[1] != d or b > L: raise ValueError(f"each push must be (B <= {L}, {d}), got {tuple(zi.shape)}")
+            if zi.ndim != 2 or zi.shape[1] != d or b > L:
+                raise ValueError(f"each push must be (B <= {L}, {d}), got {tuple(zi.shape)}")
             self.queue[i, b:] = self.queue[i, :-b].clone() if b < L else self.queue[i, :0]  # shift older rows back
             self.queue[i, :b] = zi.detach().to(self.queue.dtype)
         return self
+
     @torch.no_grad()
-    def scores(self, prototypes:nn.Module|torch.Tensor,  # prototype Linear, or its (K, dim) weight
-               only_full:bool=True                       # return None until the queue is full
-              ) -> list[torch.Tensor]|None:
+    def scores(
+        self,
+        prototypes: nn.Module | torch.Tensor,  # prototype Linear, or its (K, dim) weight
+        only_full: bool = True,  # return None until the queue is full
+    ) -> list[torch.Tensor] | None:
         "Per queue, (L, K) prototype scores of the queued embeddings; None while not full (when `only_full`)."
-        if only_full and not self.full: return None
+        if only_full and not self.full:
+            return None
         w = (prototypes.weight if isinstance(prototypes, nn.Module) else prototypes).detach()
-        with torch.autocast(device_type=self.queue.device.type, enabled=False):      # fp32 scores
+        with torch.autocast(device_type=self.queue.device.type, enabled=False):  # fp32 scores
             return [qi @ w.t().to(qi.dtype) for qi in self.queue]
 
 # %% ../nbs/06_swav.ipynb #eee61e2c
-def swav_epochs(n_images:int,          # N, training images
-                ref_images:int=50000,  # the reference dataset size
-                ref_epochs:int=150     # epochs for the reference size
-               ) -> int:
+def swav_epochs(
+    n_images: int,  # N, training images
+    ref_images: int = 50000,  # the reference dataset size
+    ref_epochs: int = 150,  # epochs for the reference size
+) -> int:
     "Epochs E = round(ref_images / N * ref_epochs) (halves up, exact), at least 1."
-    if n_images < 1: raise ValueError(f"n_images must be >= 1, got {n_images}")
+    if n_images < 1:
+        raise ValueError(f"n_images must be >= 1, got {n_images}")
     return max(1, (2 * ref_images * ref_epochs + n_images) // (2 * n_images))
 
-def swav_steps(n_images:int, batch_size:int=64, drop_last:bool=True, **kw) -> int:
+
+def swav_steps(n_images: int, batch_size: int = 64, drop_last: bool = True, **kw) -> int:
     "Optimiser steps of a `swav_epochs(n_images)` run (`drop_last` as official SwAV's loader)."
     per_epoch = n_images // batch_size if drop_last else -(-n_images // batch_size)
     return swav_epochs(n_images, **kw) * per_epoch
 
 # %% ../nbs/06_swav.ipynb #9cb766a6
-def swav_step(embed_fn:Callable,                 # images (N, C, H, W) -> features (N, in_dim): the (masked) backbone
-              head:SwAVHead,                      # projection + prototypes
-              crops:Sequence[torch.Tensor],       # V crops of the same B images, (B, C, H_v, W_v), large first
-              loss_fn:Callable=swav_loss,         # (scores list, queue_scores=...) -> loss, e.g. `SwAVLoss()`
-              queue:FeatureQueue|None=None,       # feature queue (its n_crops = number of assigned crops)
-              use_queue:bool=False,               # push to / read from the queue this step
-              crops_for_assign:Sequence[int]=(0, 1),  # crops whose embeddings are queued
-             ) -> torch.Tensor:
+def swav_step(
+    embed_fn: Callable,  # images (N, C, H, W) -> features (N, in_dim): the (masked) backbone
+    head: SwAVHead,  # projection + prototypes
+    crops: Sequence[torch.Tensor],  # V crops of the same B images, (B, C, H_v, W_v), large first
+    loss_fn: Callable = swav_loss,  # (scores list, queue_scores=...) -> loss, e.g. `SwAVLoss()`
+    queue: FeatureQueue | None = None,  # feature queue (its n_crops = number of assigned crops)
+    use_queue: bool = False,  # push to / read from the queue this step
+    crops_for_assign: Sequence[int] = (0, 1),  # crops whose embeddings are queued
+) -> torch.Tensor:
     "SwAV loss of one multi-crop batch: prototypes normalised, one backbone pass per resolution, queue updated."
     bs = crops[0].shape[0]
     head.normalize_prototypes_()
     feats = []
-    for _, grp in itertools.groupby(crops, key=lambda c: tuple(c.shape[-2:])):   # consecutive same-size crops
-        feats.append(embed_fn(torch.cat(list(grp))))                            # (n_group * B, in_dim)
-    z, out = head(torch.cat(feats))                                             # (V * B, dim), (V * B, K)
-    scores = list(out.split(bs))                                                # V x (B, K), crop-major
+    for _, grp in itertools.groupby(crops, key=lambda c: tuple(c.shape[-2:])):  # consecutive same-size crops
+        feats.append(embed_fn(torch.cat(list(grp))))  # (n_group * B, in_dim)
+    z, out = head(torch.cat(feats))  # (V * B, dim), (V * B, K)
+    scores = list(out.split(bs))  # V x (B, K), crop-major
     queue_scores = None
     if queue is not None and use_queue:
-        queue_scores = queue.scores(head.prototypes)                            # None until full
-        queue.push([z[bs * i: bs * (i + 1)].detach() for i in crops_for_assign])
+        queue_scores = queue.scores(head.prototypes)  # None until full
+        queue.push([z[bs * i : bs * (i + 1)].detach() for i in crops_for_assign])
     return loss_fn(scores, queue_scores=queue_scores)

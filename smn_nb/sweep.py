@@ -29,9 +29,12 @@ __all__ = ['EXECUTORS', 'STATES', 'select', 'run_state', 'execute_run', 'RunJob'
            'status_line', 'status_table', 'slurm_resources', 'dry_run', 'data_problem', 'sweep_cli']
 
 # %% ../nbs/13_sweep.ipynb #9575c9cf
-def select(grid:list[dict], tables:list[str]|None=None, limit:int|None=None,
-           runs:list[str]|None=None,   # run-id patterns (fnmatch): keep the runs matching any of them (None: all)
-          ) -> list[dict]:
+def select(
+    grid: list[dict],
+    tables: list[str] | None = None,
+    limit: int | None = None,
+    runs: list[str] | None = None,  # run-id patterns (fnmatch): keep the runs matching any of them (None: all)
+) -> list[dict]:
     "Runs of `grid` serving `tables` (None: all) and matching `runs`, at most `limit`, with their prerequisites."
     known = {t for e in grid for t in e["tables"]}
     if bad := [t for t in tables or [] if t not in known]:
@@ -41,55 +44,75 @@ def select(grid:list[dict], tables:list[str]|None=None, limit:int|None=None,
     if runs is not None and not wanted:
         raise ValueError(f"no run asked for matches --runs {','.join(runs)}; --dry-run lists the run ids")
     by_key, keep = {e["key"]: e for e in grid}, set()
+
     def need(k):
-        if k in keep: return
+        if k in keep:
+            return
         keep.add(k)
-        for a in by_key[k]["after"]: need(a)
-    for e in wanted: need(e["key"])
+        for a in by_key[k]["after"]:
+            need(a)
+
+    for e in wanted:
+        need(e["key"])
     return [e for e in grid if e["key"] in keep]
 
 # %% ../nbs/13_sweep.ipynb #7c7906ea
-def run_state(entry:dict, root:Path) -> str:
+def run_state(entry: dict, root: Path) -> str:
     "`done`, `running`, `failed`, `missing` or `needs data` for a grid entry, from its folder under `root`."
-    if entry["run_id"] is None: return "needs data"
+    if entry["run_id"] is None:
+        return "needs data"
     folder = root / entry["run_id"]
-    if E.finished_record(folder): return "done"
+    if E.finished_record(folder):
+        return "done"
     if (folder / ".lock").exists():
-        try: FileLock(folder / ".lock").acquire(timeout=0).lock.release()
-        except Timeout: return "running"
+        try:
+            FileLock(folder / ".lock").acquire(timeout=0).lock.release()
+        except Timeout:
+            return "running"
     return "failed" if (E.read_record(folder) or {}).get("status") == "failed" else "missing"
 
 # %% ../nbs/13_sweep.ipynb #da71751b
-def _check_record(folder:Path, run_id:str|None):
+def _check_record(folder: Path, run_id: str | None):
     "The record in `folder` must carry `run_id`, the id the sweep scheduled: else the grid and the run disagree."
     got = (E.finished_record(folder) or {}).get("run_id")
     if run_id is not None and got != run_id:
-        raise RuntimeError(f"the sweep scheduled run {run_id}, but the job's record in {folder} is {got!r}: "
-                           f"the grid and the run do not agree on what this run is (a parameter the grid cannot see?)")
+        raise RuntimeError(
+            f"the sweep scheduled run {run_id}, but the job's record in {folder} is {got!r}: "
+            f"the grid and the run do not agree on what this run is (a parameter the grid cannot see?)"
+        )
 
-def execute_run(params:dict,          # the run's parameters (as `smn-run -p` takes them)
-                runs_dir:str,         # where its folder goes
-                retries:int=1,        # more attempts after a failure
-                run_id:str|None=None, # the id the sweep scheduled: the record written must carry it
-               ) -> str:
+
+def execute_run(
+    params: dict,  # the run's parameters (as `smn-run -p` takes them)
+    runs_dir: str,  # where its folder goes
+    retries: int = 1,  # more attempts after a failure
+    run_id: str | None = None,  # the id the sweep scheduled: the record written must carry it
+) -> str:
     "Execute one run's notebook, retrying `retries` times; its folder, or the last error (`RunFailed`: it raised)."
     for attempt in range(retries + 1):
         try:
             folder = E.execute_notebook(dict(params, runs_dir=runs_dir))
             break
-        except Exception as e:       # also a kernel that could not start
+        except Exception as e:  # also a kernel that could not start
             print(f"attempt {attempt + 1} of {retries + 1} failed: {type(e).__name__}: {e}", flush=True)
-            if attempt == retries: raise
+            if attempt == retries:
+                raise
             time.sleep(5)
     _check_record(folder, run_id)
     return str(folder)
 
+
 class RunJob(submitit.helpers.Checkpointable):
     "A grid run as a submitit job, requeued as it was on preemption or timeout; blocked without its prerequisites."
-    def __call__(self, params:dict, runs_dir:str, retries:int=1,
-                 after:tuple=(),   # run ids of its prerequisites: each needs a finished record under `runs_dir`
-                 run_id:str|None=None,   # the id the sweep scheduled
-                ) -> str:
+
+    def __call__(
+        self,
+        params: dict,
+        runs_dir: str,
+        retries: int = 1,
+        after: tuple = (),  # run ids of its prerequisites: each needs a finished record under `runs_dir`
+        run_id: str | None = None,  # the id the sweep scheduled
+    ) -> str:
         if missing := [a for a in after if not E.finished_record(Path(runs_dir) / a)]:
             print(f"blocked: prerequisite {missing[0]} has no finished record; this run was not started", flush=True)
             return "blocked"
@@ -99,41 +122,72 @@ class RunJob(submitit.helpers.Checkpointable):
 @dataclass(frozen=True)
 class SlurmResources:
     "What each Slurm job asks for; None leaves an option to the cluster's default."
-    partition: str|None = None
-    gpus: int = 1                   # GPUs per job, asked for as --gres=gpu:N (0: none)
-    cpus: int = 8                   # CPUs per job
-    mem: str|None = None            # memory per job, e.g. 32G
-    time_min: int = 3 * 24 * 60     # time limit per job, minutes
-    account: str|None = None
-    qos: str|None = None
-    constraint: str|None = None     # node features, e.g. a100
-    extra: tuple = ()               # (name, value) pairs: --name=value, or a bare --name for value True
+
+    partition: str | None = None
+    gpus: int = 1  # GPUs per job, asked for as --gres=gpu:N (0: none)
+    cpus: int = 8  # CPUs per job
+    mem: str | None = None  # memory per job, e.g. 32G
+    time_min: int = 3 * 24 * 60  # time limit per job, minutes
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None  # node features, e.g. a100
+    extra: tuple = ()  # (name, value) pairs: --name=value, or a bare --name for value True
 
 # %% ../nbs/13_sweep.ipynb #688f7b20
-_OPTION = dict(partition="--partition", cpus_per_task="--cpus", mem="--mem", time="--time-min", account="--account",
-               qos="--qos", constraint="--constraint")     # sbatch option (submitit's name) -> smn-sweep's option
-_OWN = ("output", "error", "array", "open_mode", "signal", "dependency", "nodes", "ntasks_per_node", "job_name",
-        "wckey")                                           # what the sweep's bookkeeping needs as it is
+_OPTION = dict(
+    partition="--partition",
+    cpus_per_task="--cpus",
+    mem="--mem",
+    time="--time-min",
+    account="--account",
+    qos="--qos",
+    constraint="--constraint",
+)  # sbatch option (submitit's name) -> smn-sweep's option
+_OWN = (
+    "output",
+    "error",
+    "array",
+    "open_mode",
+    "signal",
+    "dependency",
+    "nodes",
+    "ntasks_per_node",
+    "job_name",
+    "wckey",
+)  # what the sweep's bookkeeping needs as it is
 
-def sbatch_options(res:SlurmResources) -> dict:
+
+def sbatch_options(res: SlurmResources) -> dict:
     "The sbatch options each job gets from `res`, as `submitit.SlurmExecutor.update_parameters` takes them; checked."
-    if res.gpus < 0 or res.cpus < 1: raise ValueError(f"gpus={res.gpus}, cpus={res.cpus}: need gpus >= 0 and cpus >= 1")
+    if res.gpus < 0 or res.cpus < 1:
+        raise ValueError(f"gpus={res.gpus}, cpus={res.cpus}: need gpus >= 0 and cpus >= 1")
     if res.mem is not None and not re.fullmatch(r"\d+[KMGT]?", res.mem):
         raise ValueError(f"mem={res.mem!r} is not a size like 4000 (MB), 500M, 32G or 1T")
-    named = dict(partition=res.partition, gres=f"gpu:{res.gpus}" if res.gpus else None, cpus_per_task=res.cpus,
-                 mem=res.mem, time=res.time_min, account=res.account, qos=res.qos, constraint=res.constraint)
+    named = dict(
+        partition=res.partition,
+        gres=f"gpu:{res.gpus}" if res.gpus else None,
+        cpus_per_task=res.cpus,
+        mem=res.mem,
+        time=res.time_min,
+        account=res.account,
+        qos=res.qos,
+        constraint=res.constraint,
+    )
     extra = {}
     for k, v in res.extra:
         u = k.replace("-", "_")
-        if u in _OPTION: raise ValueError(f"--slurm-arg {k}: set it with {_OPTION[u]}")
-        if u in _OWN: raise ValueError(f"--slurm-arg {k}: the sweep sets --{k} itself (logs, arrays, dependencies)")
-        if u == "gres" and res.gpus: raise ValueError(f"--slurm-arg {k}={v} asks for GPUs another way: add --gpus 0")
+        if u in _OPTION:
+            raise ValueError(f"--slurm-arg {k}: set it with {_OPTION[u]}")
+        if u in _OWN:
+            raise ValueError(f"--slurm-arg {k}: the sweep sets --{k} itself (logs, arrays, dependencies)")
+        if u == "gres" and res.gpus:
+            raise ValueError(f"--slurm-arg {k}={v} asks for GPUs another way: add --gpus 0")
         extra[k] = v
     named = {k: v for k, v in named.items() if v is not None}
     return dict(named, job_name="smn-sweep", ntasks_per_node=1, additional_parameters=extra)
 
 # %% ../nbs/13_sweep.ipynb #dd54ae36
-def sbatch_flags(opts:dict) -> str:
+def sbatch_flags(opts: dict) -> str:
     "`opts` (from `sbatch_options`) as `sbatch` command-line flags, sorted as submitit writes them into the job script."
     flat = {**{k: v for k, v in opts.items() if k != "additional_parameters"}, **opts.get("additional_parameters", {})}
     return " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in sorted(flat.items()))
@@ -141,75 +195,117 @@ def sbatch_flags(opts:dict) -> str:
 # %% ../nbs/13_sweep.ipynb #25c9641b
 EXECUTORS = ("local", "slurm", "debug")
 
-def make_executor(kind:str, folder:Path, time_min:int=3 * 24 * 60, parallel:int=8,
-                  slurm:SlurmResources|None=None,   # what each Slurm job asks for (None: the defaults, with `time_min`)
-                 ):
+
+def make_executor(
+    kind: str,
+    folder: Path,
+    time_min: int = 3 * 24 * 60,
+    parallel: int = 8,
+    slurm: SlurmResources | None = None,  # what each Slurm job asks for (None: the defaults, with `time_min`)
+):
     "A submitit executor of `kind` writing its logs under `folder`."
-    if kind == "debug": return submitit.DebugExecutor(folder)
+    if kind == "debug":
+        return submitit.DebugExecutor(folder)
     if kind == "local":
         ex = submitit.LocalExecutor(folder)
         ex.update_parameters(timeout_min=time_min)
         return ex
-    if kind != "slurm": raise ValueError(f"executor={kind!r} is not one of {list(EXECUTORS)}")
+    if kind != "slurm":
+        raise ValueError(f"executor={kind!r} is not one of {list(EXECUTORS)}")
     ex = submitit.SlurmExecutor(folder)
     ex.update_parameters(array_parallelism=parallel, **sbatch_options(slurm or SlurmResources(time_min=time_min)))
     return ex
 
 # %% ../nbs/13_sweep.ipynb #4f7a05fa
-def _params(e:dict) -> dict: return {k: v for k, v in e.items() if k in E.DEFAULTS}
+def _params(e: dict) -> dict:
+    return {k: v for k, v in e.items() if k in E.DEFAULTS}
 
-def run_pool(todo:list[dict], ex, runs_dir:str, slots:list, retries:int=1, poll:float=2.0,
-             known:dict|None=None,   # states of runs not in `todo` ("done", or anything else = blocks its dependants)
-            ) -> dict[str, str]:
+
+def run_pool(
+    todo: list[dict],
+    ex,
+    runs_dir: str,
+    slots: list,
+    retries: int = 1,
+    poll: float = 2.0,
+    known: dict | None = None,  # states of runs not in `todo` ("done", or anything else = blocks its dependants)
+) -> dict[str, str]:
     "Run grid entries `todo` on executor `ex`, one per slot (a GPU id or None), prerequisites first; key -> final state."
     state = {a: "done" for e in todo for a in e["after"]} | (known or {}) | {e["key"]: "missing" for e in todo}
     pending, running, free = list(todo), {}, list(slots)
     while pending or running:
         for k, (job, slot) in list(running.items()):
-            if not job.done(): continue
-            try: job.result(); state[k] = "done"
-            except Exception as err: state[k] = "failed"; print(f"FAILED {k}: {str(err).strip().splitlines()[-1][:300]}", flush=True)
-            free.append(slot); del running[k]
+            if not job.done():
+                continue
+            try:
+                job.result()
+                state[k] = "done"
+            except Exception as err:
+                state[k] = "failed"
+                print(f"FAILED {k}: {str(err).strip().splitlines()[-1][:300]}", flush=True)
+            free.append(slot)
+            del running[k]
         for e in [e for e in pending if any(state[a] not in ("done", "missing") for a in e["after"])]:
-            state[e["key"]] = "blocked"; pending.remove(e); print(f"BLOCKED {e['key']}: a prerequisite failed", flush=True)
+            state[e["key"]] = "blocked"
+            pending.remove(e)
+            print(f"BLOCKED {e['key']}: a prerequisite failed", flush=True)
         for e in [e for e in pending if all(state[a] == "done" for a in e["after"])]:
-            if not free: break
-            slot = free.pop(0); pending.remove(e)
-            if slot is not None: ex.update_parameters(gpus_per_node=1, visible_gpus=[slot])
+            if not free:
+                break
+            slot = free.pop(0)
+            pending.remove(e)
+            if slot is not None:
+                ex.update_parameters(gpus_per_node=1, visible_gpus=[slot])
             running[e["key"]] = (ex.submit(RunJob(), _params(e), runs_dir, retries, (), e["run_id"]), slot)
             print(f"started {e['key']}" + (f" on GPU {slot}" if slot is not None else ""), flush=True)
-        if running and not any(j.done() for j, _ in running.values()): time.sleep(poll)
+        if running and not any(j.done() for j, _ in running.values()):
+            time.sleep(poll)
     return state
 
 # %% ../nbs/13_sweep.ipynb #8d07ad6e
-def levels(todo:list[dict]) -> list[list[dict]]:
+def levels(todo: list[dict]) -> list[list[dict]]:
     "`todo` in dependency levels: level 0 needs nothing in `todo`, level i needs only levels < i."
     keys, depth = {e["key"] for e in todo}, {}
-    for e in todo: depth[e["key"]] = 1 + max([depth[a] for a in e["after"] if a in keys], default=-1)
+    for e in todo:
+        depth[e["key"]] = 1 + max([depth[a] for a in e["after"] if a in keys], default=-1)
     return [[e for e in todo if depth[e["key"]] == d] for d in range(max(depth.values(), default=-1) + 1)]
 
-def record_job(folder:Path, job):
+
+def record_job(folder: Path, job):
     "Note in a run's folder the Slurm job that runs it and its logs."
-    note = dict(job_id=job.job_id, stdout=str(job.paths.stdout), stderr=str(job.paths.stderr),
-                submitted=datetime.now().isoformat(timespec="seconds"))
+    note = dict(
+        job_id=job.job_id,
+        stdout=str(job.paths.stdout),
+        stderr=str(job.paths.stderr),
+        submitted=datetime.now().isoformat(timespec="seconds"),
+    )
     write_json(folder / "slurm.json", note)
 
-def job_note(folder:Path) -> dict|None:
-    "The Slurm job `record_job` noted in a run's folder, or None."
-    try: return json.loads((folder / "slurm.json").read_text())
-    except (OSError, ValueError): return None
 
-def submit_slurm(todo:list[dict], ex, root:Path, retries:int=1,
-                 queued:dict|None=None,   # key -> Slurm job id of runs already in the queue (dependants wait for them)
-                ) -> list:
+def job_note(folder: Path) -> dict | None:
+    "The Slurm job `record_job` noted in a run's folder, or None."
+    try:
+        return json.loads((folder / "slurm.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def submit_slurm(
+    todo: list[dict],
+    ex,
+    root: Path,
+    retries: int = 1,
+    queued: dict | None = None,  # key -> Slurm job id of runs already in the queue (dependants wait for them)
+) -> list:
     "Submit `todo` as one array job per dependency level, each `afterany` the jobs it needs; each run's job noted."
     ids, jobs = dict(queued or {}), []
     for lvl in levels(todo):
         deps = sorted({ids[a] for e in lvl for a in e["after"] if a in ids})
         ex.update_parameters(dependency="afterany:" + ":".join(deps) if deps else None)
         with ex.batch():
-            now = [(e, ex.submit(RunJob(), _params(e), str(root), retries, tuple(e["after"]), e["run_id"]))
-                   for e in lvl]
+            now = [
+                (e, ex.submit(RunJob(), _params(e), str(root), retries, tuple(e["after"]), e["run_id"])) for e in lvl
+            ]
         for e, job in now:
             record_job(root / e["run_id"], job)
             ids[e["key"]] = job.job_id
@@ -220,22 +316,32 @@ def submit_slurm(todo:list[dict], ex, root:Path, retries:int=1,
 class SlurmError(RuntimeError):
     "sbatch or squeue refused, or could not reach the cluster; the message is one line naming what to change."
 
-_HINTS = (("partition", "change --partition"), ("gres", "change --gpus (0 asks for none) or --slurm-arg gres=..."),
-          ("account", "change --account"), ("qos", "change --qos"), ("feature", "change --constraint"),
-          ("memory", "change --mem"), ("time limit", "change --time-min"),
-          ("node configuration", "change --cpus, --mem or --gpus"),
-          ("controller", "check SLURM_CONF and that the controller is up (sinfo)"),
-          ("connect", "check SLURM_CONF and that the controller is up (sinfo)"))
+
+_HINTS = (
+    ("partition", "change --partition"),
+    ("gres", "change --gpus (0 asks for none) or --slurm-arg gres=..."),
+    ("account", "change --account"),
+    ("qos", "change --qos"),
+    ("feature", "change --constraint"),
+    ("memory", "change --mem"),
+    ("time limit", "change --time-min"),
+    ("node configuration", "change --cpus, --mem or --gpus"),
+    ("controller", "check SLURM_CONF and that the controller is up (sinfo)"),
+    ("connect", "check SLURM_CONF and that the controller is up (sinfo)"),
+)
 _ANY = "change --partition, --gpus, --cpus, --mem, --account, --qos, --constraint or --slurm-arg"
 
-def _hint(msg:str) -> str: return next((h for k, h in _HINTS if k in msg.lower()), _ANY)
+
+def _hint(msg: str) -> str:
+    return next((h for k, h in _HINTS if k in msg.lower()), _ANY)
 
 # %% ../nbs/13_sweep.ipynb #97334a57
 @contextmanager
-def slurm_command(what:str):
+def slurm_command(what: str):
     "A failure of Slurm's `what` (sbatch, squeue) in the block as a one-line `SlurmError`; its own stderr kept out."
     try:
-        with redirect_stderr(io.StringIO()): yield
+        with redirect_stderr(io.StringIO()):
+            yield
     except FileNotFoundError as e:
         raise SlurmError(f"{what} not found: no Slurm client here (use a login node, or --executor local)") from e
     except (FailedJobError, subprocess.SubprocessError, OSError) as e:
@@ -248,70 +354,99 @@ def slurm_command(what:str):
 @dataclass(frozen=True)
 class QueuedJob:
     "A job as `squeue` shows it."
-    state: str                  # e.g. PENDING, RUNNING, COMPLETED, CANCELLED, FAILED
-    node: str|None = None
-    reason: str|None = None     # why it is pending, e.g. Dependency, Resources, BeginTime
+
+    state: str  # e.g. PENDING, RUNNING, COMPLETED, CANCELLED, FAILED
+    node: str | None = None
+    reason: str | None = None  # why it is pending, e.g. Dependency, Resources, BeginTime
 
 # %% ../nbs/13_sweep.ipynb #7b51d5c1
 def slurm_queue() -> dict[str, QueuedJob]:
     "This user's jobs, by job id (`123_4` for an array task), as `squeue` lists them, recently ended ones included."
     with slurm_command("squeue"):
-        out = subprocess.run(["squeue", "--me", "--noheader", "--array", "--states=all", "--format=%i|%T|%N|%r"],
-                             capture_output=True, text=True, check=True, timeout=120).stdout
+        out = subprocess.run(
+            ["squeue", "--me", "--noheader", "--array", "--states=all", "--format=%i|%T|%N|%r"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout
     rows = [l.split("|") for l in out.splitlines() if l.count("|") == 3]
     return {i: QueuedJob(s, n or None, None if r in ("", "None") else r) for i, s, n, r in rows}
 
 # %% ../nbs/13_sweep.ipynb #da4faf1d
 STATES = ("done", "pending", "running", "failed", "cancelled", "blocked", "missing", "needs data")
-_QUEUED = dict(PENDING="pending", REQUEUED="pending", REQUEUE_HOLD="pending", REQUEUE_FED="pending",
-               CONFIGURING="pending", SUSPENDED="pending", PREEMPTED="pending",
-               RUNNING="running", COMPLETING="running", STAGE_OUT="running", SIGNALING="running")
+_QUEUED = dict(
+    PENDING="pending",
+    REQUEUED="pending",
+    REQUEUE_HOLD="pending",
+    REQUEUE_FED="pending",
+    CONFIGURING="pending",
+    SUSPENDED="pending",
+    PREEMPTED="pending",
+    RUNNING="running",
+    COMPLETING="running",
+    STAGE_OUT="running",
+    SIGNALING="running",
+)
+
 
 @dataclass(frozen=True)
 class RunStatus:
     "Where one run of a sweep stands, with what a person needs to act on it."
-    state: str                  # one of `STATES`
-    job: str|None = None        # its Slurm job id
-    node: str|None = None       # where it runs
-    log: str|None = None        # its Slurm log (stderr)
-    note: str|None = None       # the error, why it is pending, or what blocks it
+
+    state: str  # one of `STATES`
+    job: str | None = None  # its Slurm job id
+    node: str | None = None  # where it runs
+    log: str | None = None  # its Slurm log (stderr)
+    note: str | None = None  # the error, why it is pending, or what blocks it
 
 # %% ../nbs/13_sweep.ipynb #92b49f1f
-def log_line(log:str|Path, pattern:str) -> str|None:
+def log_line(log: str | Path, pattern: str) -> str | None:
     "The last line of the file `log` matching the regular expression `pattern`; None if none does or there is no log."
-    try: lines = [l.strip() for l in Path(log).read_text(errors="replace").splitlines()]
-    except OSError: return None
+    try:
+        lines = [l.strip() for l in Path(log).read_text(errors="replace").splitlines()]
+    except OSError:
+        return None
     return next((l for l in reversed(lines) if re.search(pattern, l)), None)
 
 # %% ../nbs/13_sweep.ipynb #27ce0f2c
-def _job_status(job:dict, q:QueuedJob|None, local:str, error:str|None) -> RunStatus:
+def _job_status(job: dict, q: QueuedJob | None, local: str, error: str | None) -> RunStatus:
     "A run's status from its Slurm job (`q`: as the queue shows it, None once gone), its local state, its error."
     at = dict(job=job["job_id"], log=job["stderr"])
     state = _QUEUED.get(q.state) if q else None
-    if state == "pending": return RunStatus("pending", **at, note=q.reason)
-    if state == "running": return RunStatus("running", node=q.node, **at)
-    if local == "running": return RunStatus("running", note="by a process outside Slurm")
-    if local == "failed": return RunStatus("failed", **at, note=error)
-    cancel = log_line(job["stderr"], r"CANCELLED AT \S+ \*\*\*")    # scancel's line (a requeue's: DUE TO JOB REQUEUE)
+    if state == "pending":
+        return RunStatus("pending", **at, note=q.reason)
+    if state == "running":
+        return RunStatus("running", node=q.node, **at)
+    if local == "running":
+        return RunStatus("running", note="by a process outside Slurm")
+    if local == "failed":
+        return RunStatus("failed", **at, note=error)
+    cancel = log_line(job["stderr"], r"CANCELLED AT \S+ \*\*\*")  # scancel's line (a requeue's: DUE TO JOB REQUEUE)
     if (q and q.state == "CANCELLED") or cancel or (q is None and not Path(job["stderr"]).exists()):
         return RunStatus("cancelled", **at, note=cancel)
     line = log_line(job["stderr"], r"(?i)error|exception|killed|failed")
     return RunStatus("failed", **at, note=line or f"job {q.state.lower() if q else 'ended'} without a record")
 
-def sweep_status(grid:list[dict], root:Path,
-                 queue:dict|None=None,   # job id -> `QueuedJob` (None: ask `squeue` if a run not done has a job)
-                ) -> dict[str, RunStatus]:
+
+def sweep_status(
+    grid: list[dict],
+    root: Path,
+    queue: dict | None = None,  # job id -> `QueuedJob` (None: ask `squeue` if a run not done has a job)
+) -> dict[str, RunStatus]:
     "Each run's `RunStatus`, by key: its folder, its Slurm job, and its prerequisites' states."
     local = {e["key"]: run_state(e, root) for e in grid}
     unfinished = [e for e in grid if local[e["key"]] != "done" and e["run_id"]]
     jobs = {e["key"]: j for e in unfinished if (j := job_note(root / e["run_id"]))}
     queue = (slurm_queue() if jobs else {}) if queue is None else queue
     st, rid = {}, {e["key"]: e["run_id"] for e in grid}
-    for e in grid:                                            # grid order: prerequisites first
+    for e in grid:  # grid order: prerequisites first
         k = e["key"]
         error = (E.read_record(root / e["run_id"]) or {}).get("error") if local[k] == "failed" else None
-        if k in jobs: s = _job_status(jobs[k], queue.get(jobs[k]["job_id"]), local[k], error)
-        else: s = RunStatus(local[k], note=error)
+        if k in jobs:
+            s = _job_status(jobs[k], queue.get(jobs[k]["job_id"]), local[k], error)
+        else:
+            s = RunStatus(local[k], note=error)
         bad = [a for a in e["after"] if st[a].state in ("failed", "cancelled", "blocked")]
         if bad and s.state in ("missing", "failed") and local[k] != "failed":
             s = RunStatus("blocked", s.job, log=s.log, note=f"prerequisite {rid[bad[0]]} is {st[bad[0]].state}")
@@ -319,7 +454,7 @@ def sweep_status(grid:list[dict], root:Path,
     return st
 
 # %% ../nbs/13_sweep.ipynb #daf0ebbf
-def status_line(run_id:str, s:RunStatus, root:Path) -> str:
+def status_line(run_id: str, s: RunStatus, root: Path) -> str:
     "One line on a run to watch or act on: its state, job, node, note, log and, when failed, its executed notebook."
     job = f" job {s.job}" if s.job else ""
     node = f" on {s.node}" if s.node else ""
@@ -329,7 +464,7 @@ def status_line(run_id:str, s:RunStatus, root:Path) -> str:
     return f"{s.state:<9} {run_id}{job}{node}{note}{log}{nb}"
 
 # %% ../nbs/13_sweep.ipynb #7b9931f8
-def status_table(grid:list[dict], root:Path, status:dict|None=None) -> tuple[pd.DataFrame, list[str]]:
+def status_table(grid: list[dict], root: Path, status: dict | None = None) -> tuple[pd.DataFrame, list[str]]:
     "Runs per table and state; and one line per run neither done nor missing (see `status_line`)."
     st = sweep_status(grid, root) if status is None else status
     rows = [dict(table=t, state=st[e["key"]].state) for e in grid for t in (e["tables"] or ["(prerequisite only)"])]
@@ -351,16 +486,23 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--time-min", type=int, default=3 * 24 * 60, help="time limit per job, minutes")
     ap.add_argument("--retries", type=int, default=1, help="more attempts of a failed run within its job")
     ap.add_argument("--runs-dir", help="default: $SMN_NB_RUNS, else runs/ in the checkout or working folder")
-    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                    help="set for every run")
+    ap.add_argument(
+        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="set for every run"
+    )
     sl = ap.add_argument_group("slurm", "what each job asks for (--executor slurm)")
     sl.add_argument("--partition")
     sl.add_argument("--gpus", type=int, help="GPUs per job, as --gres=gpu:N; 0: none (default: paper 1, mini 0)")
     sl.add_argument("--cpus", type=int, default=8, help="CPUs per job")
     sl.add_argument("--mem", help="memory per job, e.g. 32G (default: the cluster's)")
-    for o in ("--account", "--qos", "--constraint"): sl.add_argument(o)
-    sl.add_argument("--slurm-arg", action="append", default=[], metavar="NAME=VALUE",
-                    help="any other sbatch option (a bare NAME: a flag); repeatable")
+    for o in ("--account", "--qos", "--constraint"):
+        sl.add_argument(o)
+    sl.add_argument(
+        "--slurm-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other sbatch option (a bare NAME: a flag); repeatable",
+    )
     ap.add_argument("--debug", action="store_true", help="show the traceback of a Slurm refusal")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true")
@@ -368,7 +510,7 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 # %% ../nbs/13_sweep.ipynb #21a5312f
-def _slurm_arg(s:str) -> tuple:
+def _slurm_arg(s: str) -> tuple:
     "`--slurm-arg NAME=VALUE` (or a bare NAME, a flag) as a (name, value) pair."
     k, eq, v = s.partition("=")
     k = k.strip().removeprefix("--")
@@ -376,34 +518,42 @@ def _slurm_arg(s:str) -> tuple:
         raise ValueError(f"--slurm-arg {s!r}: give NAME=VALUE (or NAME alone), e.g. gpus-per-node=a100:1")
     return (k, v if eq else True)
 
-def slurm_resources(args:argparse.Namespace) -> SlurmResources:
+
+def slurm_resources(args: argparse.Namespace) -> SlurmResources:
     "The Slurm resources `smn-sweep`'s options ask for, checked."
     gpus = args.gpus if args.gpus is not None else int(args.profile == "paper")
     extra = tuple(_slurm_arg(s) for s in args.slurm_arg)
-    res = SlurmResources(args.partition, gpus, args.cpus, args.mem, args.time_min, args.account, args.qos,
-                         args.constraint, extra)
+    res = SlurmResources(
+        args.partition, gpus, args.cpus, args.mem, args.time_min, args.account, args.qos, args.constraint, extra
+    )
     sbatch_options(res)
     return res
 
 # %% ../nbs/13_sweep.ipynb #e35de200
-def dry_run(grid:list[dict], slurm:SlurmResources|None=None) -> str:
+def dry_run(grid: list[dict], slurm: SlurmResources | None = None) -> str:
     "Runs by table with estimated GPU-hours (CPU-minutes offline), what each Slurm job asks for, and a summary."
     out = []
     if slurm is not None:
         n = [len(l) for l in levels(grid)]
-        out += [f"slurm: each job asks for {sbatch_flags(sbatch_options(slurm))}",
-                f"slurm: {len(n)} array jobs if nothing is done yet (runs per dependency level: {n}), "
-                "each afterany the jobs it needs", ""]
+        out += [
+            f"slurm: each job asks for {sbatch_flags(sbatch_options(slurm))}",
+            f"slurm: {len(n)} array jobs if nothing is done yet (runs per dependency level: {n}), "
+            "each afterany the jobs it needs",
+            "",
+        ]
     for t in sorted({t for e in grid for t in e["tables"] or ["(prerequisite only)"]}):
         es = [e for e in grid if t in (e["tables"] or ["(prerequisite only)"])]
         out.append(f"== {t}: {len(es)} runs, {sum(e['gpu_hours'] or 0 for e in es):.1f} GPU-hours (estimated)")
-        out += [f"   {e['run_id'] or '(id needs the data)'}  {' '.join(f'{k}={v}' for k, v in _params(e).items())}  "
-                f"{'-' if e['gpu_hours'] is None else format(e['gpu_hours'], '.2f')} h"
-                + (f", {e['cpu_minutes']:.1f} CPU-min" if e.get("cpu_minutes") else "") for e in es]
+        out += [
+            f"   {e['run_id'] or '(id needs the data)'}  {' '.join(f'{k}={v}' for k, v in _params(e).items())}  "
+            f"{'-' if e['gpu_hours'] is None else format(e['gpu_hours'], '.2f')} h"
+            + (f", {e['cpu_minutes']:.1f} CPU-min" if e.get("cpu_minutes") else "")
+            for e in es
+        ]
     return "\n".join(out + ["", grid_summary(grid).to_string()])
 
 # %% ../nbs/13_sweep.ipynb #01e2c548
-def data_problem(todo:list[dict]) -> str|None:
+def data_problem(todo: list[dict]) -> str | None:
     "What `smn-data check` finds wrong with the datasets of the runs `todo` (each with its `data_dir`), or None."
     by_root = {}
     for e in todo:
@@ -416,14 +566,15 @@ def data_problem(todo:list[dict]) -> str|None:
     return None
 
 # %% ../nbs/13_sweep.ipynb #671d9084
-def _run_here(todo:list[dict], st:dict, folder:Path, root:Path, args) -> int:
+def _run_here(todo: list[dict], st: dict, folder: Path, root: Path, args) -> int:
     "Run `todo` on this machine (one job per GPU, or `--parallel` CPU jobs); 0 if all finished."
     import torch
+
     n, t0 = torch.cuda.device_count(), time.time()
-    if not n and (args.parallel or 1) > 1:      # CPU jobs share the cores instead of each taking them all
+    if not n and (args.parallel or 1) > 1:  # CPU jobs share the cores instead of each taking them all
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.parallel)))
     ex = make_executor(args.executor, folder, args.time_min, args.parallel or 8)
-    slots = list(range(n))[:args.parallel or n] if n else [None] * (args.parallel or 1)
+    slots = list(range(n))[: args.parallel or n] if n else [None] * (args.parallel or 1)
     known = {k: ("done" if s.state == "done" else "blocked") for k, s in st.items()}
     final = run_pool(todo, ex, str(root), slots, args.retries, known=known)
     bad = {e["key"]: final[e["key"]] for e in todo if final[e["key"]] != "done"}
@@ -432,7 +583,8 @@ def _run_here(todo:list[dict], st:dict, folder:Path, root:Path, args) -> int:
     print(f"smn-sweep: {len(todo) - len(bad)} of {len(todo)} finished in {took}{why}")
     return 1 if bad else 0
 
-def _submit(todo:list[dict], st:dict, folder:Path, root:Path, args, res:SlurmResources) -> int:
+
+def _submit(todo: list[dict], st: dict, folder: Path, root: Path, args, res: SlurmResources) -> int:
     "Submit `todo` to Slurm, each run after the queued jobs it needs; 0 once submitted."
     if not todo:
         print("smn-sweep: nothing to submit")
@@ -446,14 +598,18 @@ def _submit(todo:list[dict], st:dict, folder:Path, root:Path, args, res:SlurmRes
     print(f"logs in {folder}; follow with --status")
     return 0
 
-def _execute(grid:list[dict], root:Path, args, res:SlurmResources) -> int:
+
+def _execute(grid: list[dict], root: Path, args, res: SlurmResources) -> int:
     "Run or submit what is neither done nor already queued; 0 if everything asked for finished (Slurm: was submitted)."
     slurm = args.executor == "slurm"
     st = sweep_status(grid, root) if slurm else {e["key"]: RunStatus(run_state(e, root)) for e in grid}
     todo = [e for e in grid if st[e["key"]].state in ("missing", "failed", "cancelled", "blocked")]
     n = Counter(s.state for s in st.values())
-    print(f"smn-sweep: {len(grid)} runs: {n['done']} done (skipped), {len(todo)} to run, {n['pending'] + n['running']} "
-          f"{'queued or ' if slurm else ''}running elsewhere, {n['needs data']} need data", flush=True)
+    print(
+        f"smn-sweep: {len(grid)} runs: {n['done']} done (skipped), {len(todo)} to run, {n['pending'] + n['running']} "
+        f"{'queued or ' if slurm else ''}running elsewhere, {n['needs data']} need data",
+        flush=True,
+    )
     if (problem := data_problem(todo)) is not None:
         print(f"smn-sweep: nothing was started: {problem}", flush=True)
         return 1
@@ -461,14 +617,15 @@ def _execute(grid:list[dict], root:Path, args, res:SlurmResources) -> int:
     return _submit(todo, st, folder, root, args, res) if slurm else _run_here(todo, st, folder, root, args)
 
 # %% ../nbs/13_sweep.ipynb #1d10c2c3
-def _print_status(grid:list[dict], root:Path) -> int:
+def _print_status(grid: list[dict], root: Path) -> int:
     df, lines = status_table(grid, root)
     failed = sum(l.startswith("failed") for l in lines)
     tail = f"{failed} failed: smn-sweep again retries them" if failed else "no failed runs"
     print("\n".join([df.to_string(), ""] + lines + [tail]))
     return 0
 
-def sweep_cli(argv:list[str]|None=None):
+
+def sweep_cli(argv: list[str] | None = None):
     "`smn-sweep`: dry-run, status, or execution of a profile's grid (see `--help`)."
     ap = _parser()
     args = ap.parse_args(argv)
@@ -480,13 +637,17 @@ def sweep_cli(argv:list[str]|None=None):
     try:
         grid = select(paper_grid(args.profile, overrides=given), tables, args.limit, runs)
         res = slurm_resources(args)
-    except (TypeError, ValueError) as e: ap.error(str(e))
+    except (TypeError, ValueError) as e:
+        ap.error(str(e))
     root = E.runs_root(args.runs_dir).resolve()
     if args.dry_run:
         print(dry_run(grid, res if args.executor == "slurm" else None))
         return
-    try: code = _print_status(grid, root) if args.status else _execute(grid, root, args, res)
+    try:
+        code = _print_status(grid, root) if args.status else _execute(grid, root, args, res)
     except SlurmError as e:
-        if args.debug: raise
+        if args.debug:
+            raise
         sys.exit(f"smn-sweep: {e}")
-    if code: sys.exit(code)
+    if code:
+        sys.exit(code)

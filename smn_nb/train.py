@@ -26,115 +26,152 @@ __all__ = ['MODES', 'cosine_schedule', 'paper_warmup', 'Classifier', 'prepare_mo
            'distributed', 'init_distributed', 'shard', 'fit', 'accuracy']
 
 # %% ../nbs/04_train.ipynb #15afdf45
-def cosine_schedule(base_lr:float,          # lambda_0, the peak rate
-                    epochs:int,             # E
-                    steps_per_epoch:int,    # optimiser steps in one epoch
-                    warmup_epochs:int=0,    # W: linear warm-up from 0 over these epochs
-                    epoch_stepped:bool=True,# constant within an epoch (the authors'); else per step
-                   ) -> np.ndarray:
+def cosine_schedule(
+    base_lr: float,  # lambda_0, the peak rate
+    epochs: int,  # E
+    steps_per_epoch: int,  # optimiser steps in one epoch
+    warmup_epochs: int = 0,  # W: linear warm-up from 0 over these epochs
+    epoch_stepped: bool = True,  # constant within an epoch (the authors'); else per step
+) -> np.ndarray:
     "Learning rate for each of the `epochs*steps_per_epoch` steps: linear warm-up then cosine decay to 0."
-    if epochs < 1 or steps_per_epoch < 1: raise ValueError(f"need epochs >= 1 and steps_per_epoch >= 1, got {epochs}, {steps_per_epoch}")
-    if not 0 <= warmup_epochs < epochs: raise ValueError(f"warmup_epochs={warmup_epochs} must be in [0, epochs={epochs})")
-    t = np.arange(epochs * steps_per_epoch) / steps_per_epoch      # time in epochs, one entry per step
-    if epoch_stepped: t = np.floor(t)
+    if epochs < 1 or steps_per_epoch < 1:
+        raise ValueError(f"need epochs >= 1 and steps_per_epoch >= 1, got {epochs}, {steps_per_epoch}")
+    if not 0 <= warmup_epochs < epochs:
+        raise ValueError(f"warmup_epochs={warmup_epochs} must be in [0, epochs={epochs})")
+    t = np.arange(epochs * steps_per_epoch) / steps_per_epoch  # time in epochs, one entry per step
+    if epoch_stepped:
+        t = np.floor(t)
     warm = base_lr * t / max(warmup_epochs, 1)
     cos = 0.5 * base_lr * (1 + np.cos(np.pi * (t - warmup_epochs) / (epochs - warmup_epochs)))
     return np.where(t < warmup_epochs, warm, cos)
 
 # %% ../nbs/04_train.ipynb #c6d0e597
-def paper_warmup(epochs:int) -> int:
+def paper_warmup(epochs: int) -> int:
     "The paper's 40-of-150 warm-up epochs, scaled to a shorter or longer run."
     return min(epochs - 1, round(epochs * 40 / 150))
 
 # %% ../nbs/04_train.ipynb #dd18fa13
-MODES = ("M", "topk", "FFT")   # how `prepare_model` adapts a backbone; the experiments' methods are `methods.METHODS`
+MODES = ("M", "topk", "FFT")  # how `prepare_model` adapts a backbone; the experiments' methods are `methods.METHODS`
+
 
 class Classifier(nn.Module):
     "A backbone producing `(B, F)` embeddings followed by a head producing logits."
-    def __init__(self, backbone:nn.Module, head:nn.Module):
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
-    def forward(self, x): return self.head(self.backbone(x))
 
-def prepare_model(model:Classifier,
-                  method:str,                      # one of `MODES`
-                  preset:str|Callable="resnet",    # which tensors are masked (M) or trained (FFT)
-                  lr:float=50.0,                   # scores lr (M) / backbone lr (FFT)
-                  wd:float=0.0,                    # backbone weight decay (FFT only; scores never decay)
-                  head_lr:float=1e-3,              # head lr
-                  head_wd:float=5e-4,              # head weight decay
-                  density:float|None=None,         # top-k density
-                  seed:int=0,                      # top-k tie-breaking / kaiming scores
-                  init:str="constant",             # top-k scores: "constant" (S0) or "kaiming" (see `mask_model`)
-                 ) -> list[dict]:
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+def prepare_model(
+    model: Classifier,
+    method: str,  # one of `MODES`
+    preset: str | Callable = "resnet",  # which tensors are masked (M) or trained (FFT)
+    lr: float = 50.0,  # scores lr (M) / backbone lr (FFT)
+    wd: float = 0.0,  # backbone weight decay (FFT only; scores never decay)
+    head_lr: float = 1e-3,  # head lr
+    head_wd: float = 5e-4,  # head weight decay
+    density: float | None = None,  # top-k density
+    seed: int = 0,  # top-k tie-breaking / kaiming scores
+    init: str = "constant",  # top-k scores: "constant" (S0) or "kaiming" (see `mask_model`)
+) -> list[dict]:
     "Mask (M, topk) or unfreeze (FFT) `model.backbone` for `method`; return named SGD parameter groups."
-    if method not in MODES: raise ValueError(f"method={method!r} is not one of {MODES}")
+    if method not in MODES:
+        raise ValueError(f"method={method!r} is not one of {MODES}")
     bb = model.backbone
-    for p in bb.parameters(): p.requires_grad_(False)
+    for p in bb.parameters():
+        p.requires_grad_(False)
     if method in ("M", "topk"):
-        mask_model(bb, preset, mode="threshold" if method == "M" else "topk", density=density, freeze=True, seed=seed, init=init)
+        mask_model(
+            bb,
+            preset,
+            mode="threshold" if method == "M" else "topk",
+            density=density,
+            freeze=True,
+            seed=seed,
+            init=init,
+        )
         groups = [dict(name="scores", params=score_parameters(bb), lr=lr, weight_decay=0.0)]
     else:
         params = [getattr(bb.get_submodule(mn), pn) for mn, pn in select_targets(bb, preset)]
-        for p in params: p.requires_grad_(True)
+        for p in params:
+            p.requires_grad_(True)
         groups = [dict(name="backbone", params=params, lr=lr, weight_decay=wd)]
     head = [p for p in model.head.parameters() if p.requires_grad]
-    if head: groups.append(dict(name="head", params=head, lr=head_lr, weight_decay=head_wd))
+    if head:
+        groups.append(dict(name="head", params=head, lr=head_lr, weight_decay=head_wd))
     return groups
 
 # %% ../nbs/04_train.ipynb #696f8d6f
-def trainable_state(model:nn.Module) -> dict:
+def trainable_state(model: nn.Module) -> dict:
     "The part of `model.state_dict()` that training changes: trainable parameters and all buffers."
     keep = {n for n, p in model.named_parameters() if p.requires_grad} | {n for n, _ in model.named_buffers()}
     return {k: v for k, v in model.state_dict().items() if k in keep}
 
-def seed_epoch(seed:int, epoch:int, loader=None,
-               rank:int=0):   # this process's rank: torch's stream (augmentation) differs per process, the loader's does not
+
+def seed_epoch(
+    seed: int, epoch: int, loader=None, rank: int = 0
+):  # this process's rank: torch's stream (augmentation) differs per process, the loader's does not
     "Seed torch, numpy and `loader`'s generator for `epoch`: an epoch's randomness never depends on the past."
     s = (seed * 1_000_003 + epoch) % 2**31
-    torch.manual_seed((s + 7_919 * rank) % 2**31); np.random.seed(s)
+    torch.manual_seed((s + 7_919 * rank) % 2**31)
+    np.random.seed(s)
     gen = getattr(loader, "generator", None)
-    if gen is not None: gen.manual_seed(s)
+    if gen is not None:
+        gen.manual_seed(s)
 
 # %% ../nbs/04_train.ipynb #bef81666
-def prev_checkpoint(path:str|Path) -> Path:
+def prev_checkpoint(path: str | Path) -> Path:
     "Where the checkpoint before `path`'s is kept: `checkpoint.pt` -> `checkpoint.prev.pt`."
-    path = Path(path); return path.with_name(f"{path.stem}.prev{path.suffix}")
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
 
-def save_checkpoint(state:dict, path:str|Path):
+
+def save_checkpoint(state: dict, path: str | Path):
     "Write `state` to `path` as a checked file; the file it replaces becomes `prev_checkpoint(path)`."
     path = Path(path)
-    if path.exists(): os.replace(path, prev_checkpoint(path))
+    if path.exists():
+        os.replace(path, prev_checkpoint(path))
     checked_torch_save(state, path)
 
-def remove_checkpoint(path:str|Path):
+
+def remove_checkpoint(path: str | Path):
     "Delete the checkpoint `path`, its previous copy and their leftover temporary files."
     for p in (Path(path), prev_checkpoint(path)):
         p.unlink(missing_ok=True)
-        for t in stale_temps(p): t.unlink(missing_ok=True)
+        for t in stale_temps(p):
+            t.unlink(missing_ok=True)
 
 # %% ../nbs/04_train.ipynb #af9f6fe2
 class CheckpointWarning(UserWarning):
     "A checkpoint could not be used: it was moved aside and training goes on from an earlier state."
 
-def load_checkpoint(path:str|Path, map_location=None) -> tuple[dict|None, Path|None, list[str]]:
+
+def load_checkpoint(path: str | Path, map_location=None) -> tuple[dict | None, Path | None, list[str]]:
     "`(state, file, set_aside)`: the newest usable state of `path` or its previous copy; `state=None`: start afresh."
     path, aside = Path(path), []
     for p in (path, prev_checkpoint(path)):
-        if not p.exists(): continue
-        try: return checked_torch_load(p, map_location), p, aside
+        if not p.exists():
+            continue
+        try:
+            return checked_torch_load(p, map_location), p, aside
         except CorruptFileError as e:
-            bad = p.with_name(p.name + ".corrupt"); os.replace(p, bad); aside.append(str(bad))
+            bad = p.with_name(p.name + ".corrupt")
+            os.replace(p, bad)
+            aside.append(str(bad))
             prev = prev_checkpoint(path)
             then = f"from {prev}, one epoch earlier, if it is good" if p == path and prev.exists() else "from scratch"
             warnings.warn(f"{e}. Moved it to {bad}; the run restarts {then}.", CheckpointWarning)
     return None, None, aside
 
 # %% ../nbs/04_train.ipynb #54b5d25d
-def check_finite(modules:dict[str, nn.Module],  # name -> module: its trainable parameters and float buffers are checked
-                 epoch:int,                     # for the message
-                 metrics:dict|None=None,        # its float values are checked too (e.g. an epoch's record)
-                ):
+def check_finite(
+    modules: dict[str, nn.Module],  # name -> module: its trainable parameters and float buffers are checked
+    epoch: int,  # for the message
+    metrics: dict | None = None,  # its float values are checked too (e.g. an epoch's record)
+):
     "Raise `FloatingPointError` naming `epoch` and each non-finite trainable parameter, buffer or metric."
     bad = []
     for mn, m in modules.items():
@@ -142,71 +179,104 @@ def check_finite(modules:dict[str, nn.Module],  # name -> module: its trainable 
         bad += [f"{mn}.{n}" for n, t in ts if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     bad += [f"{k}={v}" for k, v in (metrics or {}).items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
-        raise FloatingPointError(f"non-finite values after epoch {epoch}: {', '.join(bad[:6])}{' and more' if len(bad) > 6 else ''}. "
-                                 "Lower the learning rate or check the data; this epoch is neither checkpointed nor recorded")
+        raise FloatingPointError(
+            f"non-finite values after epoch {epoch}: {', '.join(bad[:6])}{' and more' if len(bad) > 6 else ''}. "
+            "Lower the learning rate or check the data; this epoch is neither checkpointed nor recorded"
+        )
 
 # %% ../nbs/04_train.ipynb #cb80bbd1
 def _interactive() -> bool:
     "A terminal, or a kernel of a Jupyter server (JupyterLab) where ipywidgets can draw tqdm's bar; not papermill."
     try:
-        if sys.stdout.isatty(): return True
-    except (AttributeError, ValueError): pass
+        if sys.stdout.isatty():
+            return True
+    except (AttributeError, ValueError):
+        pass
     ip = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
-    served = "JPY_SESSION_NAME" in os.environ          # set by jupyter_server for its kernels; papermill's kernels lack it
-    return ip is not None and "IPKernelApp" in ip.config and served and importlib.util.find_spec("ipywidgets") is not None
+    served = "JPY_SESSION_NAME" in os.environ  # set by jupyter_server for its kernels; papermill's kernels lack it
+    return (
+        ip is not None and "IPKernelApp" in ip.config and served and importlib.util.find_spec("ipywidgets") is not None
+    )
 
-def progress_mode(progress:bool|str="auto") -> str|None:
+
+def progress_mode(progress: bool | str = "auto") -> str | None:
     "`fit`'s `progress` as `\"bar\"`, `\"lines\"` or None (silent); see above for `\"auto\"`."
-    if progress is True or progress == "auto": progress = os.environ.get("SMN_NB_PROGRESS") or ("bar" if _interactive() else "lines")
-    if progress in (False, None, "off"): return None
-    if progress not in ("bar", "lines"): raise ValueError(f"progress={progress!r}: use 'auto', 'bar', 'lines' or False")
+    if progress is True or progress == "auto":
+        progress = os.environ.get("SMN_NB_PROGRESS") or ("bar" if _interactive() else "lines")
+    if progress in (False, None, "off"):
+        return None
+    if progress not in ("bar", "lines"):
+        raise ValueError(f"progress={progress!r}: use 'auto', 'bar', 'lines' or False")
     return progress
 
 # %% ../nbs/04_train.ipynb #315397d5
-def epoch_line(rec:dict, epochs:int) -> str:
+def epoch_line(rec: dict, epochs: int) -> str:
     "One readable line for an epoch's history record: epoch i/E, train loss, metrics, active fraction, seconds."
     skip = {"epoch", "seconds", "train_loss", "active_frac"}
     parts = [f"epoch {rec['epoch'] + 1}/{epochs}", f"train_loss {rec['train_loss']:.4f}"]
-    parts += [f"{k} {v:.4f}" for k, v in rec.items() if k not in skip and not k.startswith("lr_") and isinstance(v, (int, float))]
-    if "active_frac" in rec: parts.append(f"active {rec['active_frac']:.4f}")
+    parts += [
+        f"{k} {v:.4f}"
+        for k, v in rec.items()
+        if k not in skip and not k.startswith("lr_") and isinstance(v, (int, float))
+    ]
+    if "active_frac" in rec:
+        parts.append(f"active {rec['active_frac']:.4f}")
     return "  ".join(parts + [f"{rec['seconds']:.1f}s"])
+
 
 class _Progress:
     "Epoch progress as tqdm bars (mode 'bar'), one printed line per epoch ('lines'), or nothing (None)."
-    def __init__(self, mode:str|None, start:int, epochs:int):
+
+    def __init__(self, mode: str | None, start: int, epochs: int):
         self.mode, self.epochs = mode, epochs
         self.bar = tqdm(total=epochs, initial=start, desc="epochs") if mode == "bar" else None
-    def batches(self, loader, epoch:int): return tqdm(loader, desc=f"epoch {epoch}", leave=False) if self.bar else loader
-    def epoch_done(self, rec:dict):
+
+    def batches(self, loader, epoch: int):
+        return tqdm(loader, desc=f"epoch {epoch}", leave=False) if self.bar else loader
+
+    def epoch_done(self, rec: dict):
         if self.bar is not None:
-            self.bar.update(); self.bar.set_postfix({k: f"{v:.3g}" for k, v in rec.items() if k in ("train_loss", "active_frac", "val_acc")})
-        elif self.mode == "lines": print(epoch_line(rec, self.epochs), flush=True)
+            self.bar.update()
+            self.bar.set_postfix(
+                {k: f"{v:.3g}" for k, v in rec.items() if k in ("train_loss", "active_frac", "val_acc")}
+            )
+        elif self.mode == "lines":
+            print(epoch_line(rec, self.epochs), flush=True)
+
     def close(self):
-        if self.bar is not None: self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 # %% ../nbs/04_train.ipynb #0b498ae1
-def supervised_loss(model:nn.Module, batch) -> torch.Tensor:
+def supervised_loss(model: nn.Module, batch) -> torch.Tensor:
     "Cross-entropy of `model(x)` against `y` for a batch `(x, y)`."
     x, y = batch
     return nn.functional.cross_entropy(model(x), y)
 
+
 def _map(batch, f):
     "`f` applied to every tensor of a (nested) batch."
-    if isinstance(batch, torch.Tensor): return f(batch)
-    if isinstance(batch, (list, tuple)): return type(batch)(_map(b, f) for b in batch)
+    if isinstance(batch, torch.Tensor):
+        return f(batch)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_map(b, f) for b in batch)
     return batch
 
-def _channels_last(t:torch.Tensor) -> torch.Tensor:
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 and t.is_floating_point() else t
+
 
 @dataclass
 class FitResult:
     "What `fit` returns: the per-epoch history, where it resumed from, steps per epoch, damaged files set aside."
+
     history: list = field(default_factory=list)
-    resumed_from: int|None = None                   # the last epoch (0-based) of the checkpoint it resumed from
-    checkpoint_used: str|None = None                # that checkpoint's file (`checkpoint` or its `.prev` copy)
-    set_aside: list = field(default_factory=list)   # unusable checkpoints, moved to `*.corrupt`
-    steps_per_epoch: int = 0                        # optimiser steps per epoch (`len(train_loader)`)
+    resumed_from: int | None = None  # the last epoch (0-based) of the checkpoint it resumed from
+    checkpoint_used: str | None = None  # that checkpoint's file (`checkpoint` or its `.prev` copy)
+    set_aside: list = field(default_factory=list)  # unusable checkpoints, moved to `*.corrupt`
+    steps_per_epoch: int = 0  # optimiser steps per epoch (`len(train_loader)`)
+
     @property
     def seconds(self) -> float:
         "Training seconds of every epoch in `history`, those before a resume included."
@@ -216,207 +286,316 @@ class FitResult:
 @dataclass
 class _Loop:
     "What every epoch of `fit` uses."
-    model: nn.Module; extra: dict; opt: torch.optim.Optimizer; names: list; schedules: dict; spe: int
-    loss_fn: Callable; device: torch.device; amp: bool; channels_last: bool
-    after_backward: Callable|None; on_step: Callable|None; ckpt: Path|None
-    augment: Callable|None = None; epoch_metrics: tuple = (); dist: tuple|None = None   # dist: (rank, world size)
 
-def _check_schedules(names:list, schedules:dict, epochs:int, spe:int):
+    model: nn.Module
+    extra: dict
+    opt: torch.optim.Optimizer
+    names: list
+    schedules: dict
+    spe: int
+    loss_fn: Callable
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    after_backward: Callable | None
+    on_step: Callable | None
+    ckpt: Path | None
+    augment: Callable | None = None
+    epoch_metrics: tuple = ()
+    dist: tuple | None = None  # dist: (rank, world size)
+
+
+def _check_schedules(names: list, schedules: dict, epochs: int, spe: int):
     "At least one step per epoch, and a finite learning rate for each group and step."
-    if spe < 1: raise ValueError("train_loader yields no batches (len 0): fewer samples than batch_size with drop_last=True? "
-                                 "Use a smaller batch size or more data")
+    if spe < 1:
+        raise ValueError(
+            "train_loader yields no batches (len 0): fewer samples than batch_size with drop_last=True? "
+            "Use a smaller batch size or more data"
+        )
     for n in names:
-        if n not in schedules: raise KeyError(f"no schedule for parameter group {n!r}; schedules given: {sorted(schedules)}")
+        if n not in schedules:
+            raise KeyError(f"no schedule for parameter group {n!r}; schedules given: {sorted(schedules)}")
         s = np.asarray(schedules[n], dtype=float)
         if len(s) != epochs * spe:
             raise ValueError(f"schedule {n!r} has {len(s)} steps, expected epochs*steps_per_epoch = {epochs}*{spe}")
         if not np.isfinite(s).all():
             i = int(np.flatnonzero(~np.isfinite(s))[0])
-            raise FloatingPointError(f"the learning rate of group {n!r} is {s[i]} at epoch {i // spe}, step {i % spe} "
-                                     f"(global step {i}): a non-finite rate can only break the run")
+            raise FloatingPointError(
+                f"the learning rate of group {n!r} is {s[i]} at epoch {i // spe}, step {i % spe} "
+                f"(global step {i}): a non-finite rate can only break the run"
+            )
 
 # %% ../nbs/04_train.ipynb #a7658e00
-def _prepare(L:_Loop, batch):
+def _prepare(L: _Loop, batch):
     "This process's share of `batch`, on the device, augmented, channels-last where that is on."
-    if L.dist is not None: batch = shard(batch, *L.dist)
+    if L.dist is not None:
+        batch = shard(batch, *L.dist)
     batch = _map(batch, lambda t: t.to(L.device, non_blocking=True))
     if L.augment is not None:
-        with torch.no_grad(): batch = (L.augment(batch[0]), *batch[1:])
+        with torch.no_grad():
+            batch = (L.augment(batch[0]), *batch[1:])
     return _map(batch, _channels_last) if L.channels_last else batch
 
 # %% ../nbs/04_train.ipynb #32efd1cc
-def _train_epoch(L:_Loop, epoch:int, batches) -> float:
+def _train_epoch(L: _Loop, epoch: int, batches) -> float:
     "One epoch of SGD steps over `batches`; its mean loss. A non-finite loss raises `FloatingPointError` at once."
-    L.model.train(); [m.train() for m in L.extra.values()]
+    L.model.train()
+    [m.train() for m in L.extra.values()]
     tot, n = torch.zeros((), device=L.device), 0
     for i, batch in enumerate(batches):
         step = epoch * L.spe + i
-        for g, name in zip(L.opt.param_groups, L.names): g["lr"] = float(L.schedules[name][step])
+        for g, name in zip(L.opt.param_groups, L.names):
+            g["lr"] = float(L.schedules[name][step])
         batch = _prepare(L, batch)
         with torch.autocast(L.device.type, dtype=torch.bfloat16, enabled=L.amp):
             loss = L.loss_fn(L.model, batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {i} (global step {step}); "
-                                     f"lrs {[g['lr'] for g in L.opt.param_groups]}. Lower the learning rate, "
-                                     f"check the data, or disable amp; the last good checkpoint is {L.ckpt}")
+            raise FloatingPointError(
+                f"loss is {loss.item()} at epoch {epoch}, step {i} (global step {step}); "
+                f"lrs {[g['lr'] for g in L.opt.param_groups]}. Lower the learning rate, "
+                f"check the data, or disable amp; the last good checkpoint is {L.ckpt}"
+            )
         L.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if L.after_backward is not None: L.after_backward(step, L.model)
+        if L.after_backward is not None:
+            L.after_backward(step, L.model)
         L.opt.step()
-        if L.on_step is not None: L.on_step(step, L.model)
-        tot += loss.detach(); n += 1
-    if L.dist is not None: torch.distributed.all_reduce(tot); tot /= L.dist[1]   # the mean over all processes
+        if L.on_step is not None:
+            L.on_step(step, L.model)
+        tot += loss.detach()
+        n += 1
+    if L.dist is not None:
+        torch.distributed.all_reduce(tot)
+        tot /= L.dist[1]  # the mean over all processes
     return (tot / max(n, 1)).item()
 
 # %% ../nbs/04_train.ipynb #c66012a0
-def active_fraction(model:nn.Module) -> dict:
+def active_fraction(model: nn.Module) -> dict:
     "`{'active_frac': f}`, the share of `model`'s masked weights that are on; `{}` without masks (a `fit` epoch hook)."
     sms = masked_tensors(model)
-    if not sms: return {}
+    if not sms:
+        return {}
     return {"active_frac": sum(int(s.mask().sum()) for s in sms.values()) / sum(s.score.numel() for s in sms.values())}
 
 # %% ../nbs/04_train.ipynb #cb97e04a
 def _plain(v):
     "`v` with numpy and one-element torch numbers as Python numbers (what `weights_only` loading accepts)."
-    if isinstance(v, dict): return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)): return [_plain(x) for x in v]
-    if isinstance(v, np.generic) or (isinstance(v, torch.Tensor) and v.numel() == 1): return v.item()
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic) or (isinstance(v, torch.Tensor) and v.numel() == 1):
+        return v.item()
     return v
 
-def _epoch_record(L:_Loop, epoch:int, loss:float, seconds:float, val_fn:Callable|None) -> dict:
+
+def _epoch_record(L: _Loop, epoch: int, loss: float, seconds: float, val_fn: Callable | None) -> dict:
     "The history entry of `epoch` (loss, seconds, rates, hooks' metrics, validation), checked finite; rank 0's for all processes."
-    rec = dict(epoch=epoch, train_loss=loss, seconds=seconds, **{f"lr_{k}": float(L.schedules[k][epoch * L.spe]) for k in L.names})
+    rec = dict(
+        epoch=epoch,
+        train_loss=loss,
+        seconds=seconds,
+        **{f"lr_{k}": float(L.schedules[k][epoch * L.spe]) for k in L.names},
+    )
     check_finite({"model": L.model, **L.extra}, epoch, rec)
-    for f in L.epoch_metrics: rec.update(_plain(f(L.model)))
-    if val_fn is not None and _lead(L.dist): rec.update(_plain(val_fn()))
+    for f in L.epoch_metrics:
+        rec.update(_plain(f(L.model)))
+    if val_fn is not None and _lead(L.dist):
+        rec.update(_plain(val_fn()))
     check_finite({}, epoch, rec)
-    if L.dist is None: return rec
-    box = [rec]; torch.distributed.broadcast_object_list(box, src=0)
+    if L.dist is None:
+        return rec
+    box = [rec]
+    torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
 
 # %% ../nbs/04_train.ipynb #08eef027
-def _resume(L:_Loop, res:FitResult, epochs:int, mode:str|None) -> int:
+def _resume(L: _Loop, res: FitResult, epochs: int, mode: str | None) -> int:
     "Restore the newest usable checkpoint into the model, optimiser, extra modules and `res`; the epoch to start at."
-    if L.ckpt is None: return 0
+    if L.ckpt is None:
+        return 0
     st, path, res.set_aside = load_checkpoint(L.ckpt, L.device)
-    if st is None: return 0
+    if st is None:
+        return 0
     missing = set(st["model"]) - set(L.model.state_dict())
     if missing or set(st["extra"]) != set(L.extra):
-        what = f"{sorted(missing)[:3]} not in it" if missing else f"extra state for {sorted(st['extra'])}, this run has {sorted(L.extra)}"
-        raise ValueError(f"checkpoint {path} does not fit this model: {what}; remove_checkpoint({str(L.ckpt)!r}) to start over")
+        what = (
+            f"{sorted(missing)[:3]} not in it"
+            if missing
+            else f"extra state for {sorted(st['extra'])}, this run has {sorted(L.extra)}"
+        )
+        raise ValueError(
+            f"checkpoint {path} does not fit this model: {what}; remove_checkpoint({str(L.ckpt)!r}) to start over"
+        )
     L.model.load_state_dict(st["model"], strict=False)
-    for k, m in L.extra.items(): m.load_state_dict(st["extra"][k])
+    for k, m in L.extra.items():
+        m.load_state_dict(st["extra"][k])
     L.opt.load_state_dict(st["optimizer"])
     res.history, res.resumed_from, res.checkpoint_used = st["history"], st["epoch"], str(path)
-    if mode: print(f"resumed from epoch {st['epoch'] + 1}/{epochs} (checkpoint {path})", flush=True)
+    if mode:
+        print(f"resumed from epoch {st['epoch'] + 1}/{epochs} (checkpoint {path})", flush=True)
     return st["epoch"] + 1
 
 # %% ../nbs/04_train.ipynb #9c746cae
-def distributed() -> tuple[int, int]|None:
+def distributed() -> tuple[int, int] | None:
     "`(rank, world_size)` when this process is one of several in a `torch.distributed` group (e.g. under `torchrun`), else None."
     d = torch.distributed
-    if not (d.is_available() and d.is_initialized()) or d.get_world_size() < 2: return None
+    if not (d.is_available() and d.is_initialized()) or d.get_world_size() < 2:
+        return None
     return d.get_rank(), d.get_world_size()
 
-def _lead(dist:tuple|None) -> bool: return dist is None or dist[0] == 0
+
+def _lead(dist: tuple | None) -> bool:
+    return dist is None or dist[0] == 0
 
 # %% ../nbs/04_train.ipynb #e90153b3
-def init_distributed(backend:str|None=None) -> torch.device:   # None: nccl with CUDA, else gloo
+def init_distributed(backend: str | None = None) -> torch.device:  # None: nccl with CUDA, else gloo
     "Join the process group `torchrun` describes (`WORLD_SIZE` > 1), once; this process's device (`cuda:LOCAL_RANK`, else CPU)."
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
-    if cuda: torch.cuda.set_device(device)
+    if cuda:
+        torch.cuda.set_device(device)
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend or ("nccl" if cuda else "gloo"))
     return device
 
 # %% ../nbs/04_train.ipynb #cbf1e9b0
-def shard(batch, rank:int, world:int):
+def shard(batch, rank: int, world: int):
     "Process `rank`'s contiguous `1/world` of every tensor in a (nested) global batch."
+
     def part(t):
-        if len(t) < world: raise ValueError(f"a batch of {len(t)} cannot be shared by {world} processes: use a global batch size >= {world}")
+        if len(t) < world:
+            raise ValueError(
+                f"a batch of {len(t)} cannot be shared by {world} processes: use a global batch size >= {world}"
+            )
         return t.tensor_split(world)[rank]
+
     return _map(batch, part)
 
 # %% ../nbs/04_train.ipynb #cf57a337
 class _Step(nn.Module):
     "`loss_fn(model, batch)` as one module, so DistributedDataParallel sees each step's whole forward."
-    def __init__(self, model:nn.Module, loss_fn:Callable):
-        super().__init__(); self.model, self.loss_fn = model, loss_fn
-    def forward(self, batch): return self.loss_fn(self.model, batch)
 
-def _ddp_loss(model:nn.Module, loss_fn:Callable, device:torch.device, extra:dict) -> Callable:
+    def __init__(self, model: nn.Module, loss_fn: Callable):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch):
+        return self.loss_fn(self.model, batch)
+
+
+def _ddp_loss(model: nn.Module, loss_fn: Callable, device: torch.device, extra: dict) -> Callable:
     "`loss_fn` through DistributedDataParallel (gradients averaged over processes); reducer hooks in it or `extra` get the group's."
     for m in (m for top in (loss_fn, *extra.values()) if isinstance(top, nn.Module) for m in top.modules()):
         if getattr(m, "all_reduce", False) is None and getattr(m, "all_reduce_max", False) is None:
             m.all_reduce, m.all_reduce_max = ddp_all_reduce, ddp_all_reduce_max
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-    with warnings.catch_warnings():   # torch 2.14 deprecates it, yet it is still the way to keep buffers per process
+    with warnings.catch_warnings():  # torch 2.14 deprecates it, yet it is still the way to keep buffers per process
         warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
         ddp = nn.parallel.DistributedDataParallel(_Step(model, loss_fn), device_ids=ids, broadcast_buffers=False)
     return lambda model, batch: ddp(batch)
 
 # %% ../nbs/04_train.ipynb #5dfe41e6
-def fit(model:nn.Module,
-        train_loader,                          # yields batches `loss_fn` understands; `len` = optimiser steps per epoch
-        groups:list[dict],                     # named SGD parameter groups (see `prepare_model`)
-        schedules:dict[str, np.ndarray],       # group name -> lr per step (len = epochs * len(train_loader))
-        epochs:int,
-        loss_fn:Callable=supervised_loss,      # (model, batch) -> scalar loss
-        momentum:float=0.9,
-        seed:int=0,
-        device:str|torch.device="cpu",
-        amp:bool|None=None,                    # bf16 autocast; default: on for CUDA
-        checkpoint:str|Path|None=None,         # per-epoch checkpoint file; resumes from it (or its `.prev` copy) if present
-        extra:dict[str, nn.Module]|None=None,  # more modules whose state is checkpointed (e.g. a SwAV head)
-        val_fn:Callable|None=None,             # () -> dict of metrics, run after each epoch (by rank 0)
-        after_backward:Callable|None=None,     # (global_step, model) -> None, between backward and step (e.g. freeze prototypes)
-        on_step:Callable|None=None,            # (global_step, model) -> None, after each optimiser step
-        on_epoch_end:Callable|None=None,       # (epoch, history) -> None, after the checkpoint is written
-        progress:bool|str="auto",              # "bar", "lines" (one line per epoch), False; "auto": see `progress_mode`
-        augment:Callable|None=None,            # applied on the device to each batch's images (`batch[0]`), e.g. `BatchAugment`
-        epoch_metrics:Sequence[Callable]=(active_fraction,),  # model -> dict, merged into each epoch's record
-        nesterov:bool=False,                   # Nesterov momentum
-       ) -> FitResult:
+def fit(
+    model: nn.Module,
+    train_loader,  # yields batches `loss_fn` understands; `len` = optimiser steps per epoch
+    groups: list[dict],  # named SGD parameter groups (see `prepare_model`)
+    schedules: dict[str, np.ndarray],  # group name -> lr per step (len = epochs * len(train_loader))
+    epochs: int,
+    loss_fn: Callable = supervised_loss,  # (model, batch) -> scalar loss
+    momentum: float = 0.9,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    amp: bool | None = None,  # bf16 autocast; default: on for CUDA
+    checkpoint: str | Path | None = None,  # per-epoch checkpoint file; resumes from it (or its `.prev` copy) if present
+    extra: dict[str, nn.Module] | None = None,  # more modules whose state is checkpointed (e.g. a SwAV head)
+    val_fn: Callable | None = None,  # () -> dict of metrics, run after each epoch (by rank 0)
+    after_backward: Callable
+    | None = None,  # (global_step, model) -> None, between backward and step (e.g. freeze prototypes)
+    on_step: Callable | None = None,  # (global_step, model) -> None, after each optimiser step
+    on_epoch_end: Callable | None = None,  # (epoch, history) -> None, after the checkpoint is written
+    progress: bool | str = "auto",  # "bar", "lines" (one line per epoch), False; "auto": see `progress_mode`
+    augment: Callable | None = None,  # applied on the device to each batch's images (`batch[0]`), e.g. `BatchAugment`
+    epoch_metrics: Sequence[Callable] = (active_fraction,),  # model -> dict, merged into each epoch's record
+    nesterov: bool = False,  # Nesterov momentum
+) -> FitResult:
     "Train with SGD and per-step schedules; checkpoint every epoch; resume from `checkpoint` if it exists; DDP under `torchrun`."
     device, extra, dist = torch.device(device), extra or {}, distributed()
     names, spe = [g["name"] for g in groups], len(train_loader)
     _check_schedules(names, schedules, epochs, spe)
     if dist is not None and getattr(train_loader, "generator", None) is None:
-        raise ValueError("under DDP every process must draw the same batches: give train_loader a seeded `generator` (make_loader does)")
+        raise ValueError(
+            "under DDP every process must draw the same batches: give train_loader a seeded `generator` (make_loader does)"
+        )
     mode, cuda = progress_mode(progress) if _lead(dist) else None, device.type == "cuda"
     model.to(device)
-    if cuda: model.to(memory_format=torch.channels_last)
-    for m in extra.values(): m.to(device)
-    opt = torch.optim.SGD([{k: v for k, v in g.items() if k != "name"} for g in groups], lr=0.0, momentum=momentum, nesterov=nesterov)
-    L = _Loop(model, extra, opt, names, schedules, spe, loss_fn, device, cuda if amp is None else amp, cuda,
-              after_backward, on_step, Path(checkpoint) if checkpoint else None, augment, tuple(epoch_metrics), dist)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    for m in extra.values():
+        m.to(device)
+    opt = torch.optim.SGD(
+        [{k: v for k, v in g.items() if k != "name"} for g in groups], lr=0.0, momentum=momentum, nesterov=nesterov
+    )
+    L = _Loop(
+        model,
+        extra,
+        opt,
+        names,
+        schedules,
+        spe,
+        loss_fn,
+        device,
+        cuda if amp is None else amp,
+        cuda,
+        after_backward,
+        on_step,
+        Path(checkpoint) if checkpoint else None,
+        augment,
+        tuple(epoch_metrics),
+        dist,
+    )
     res = FitResult(steps_per_epoch=spe)
     prog = _Progress(mode, start := _resume(L, res, epochs, mode), epochs)
-    if dist is not None: L.loss_fn = _ddp_loss(model, loss_fn, device, extra)
+    if dist is not None:
+        L.loss_fn = _ddp_loss(model, loss_fn, device, extra)
     try:
         for epoch in range(start, epochs):
-            seed_epoch(seed, epoch, train_loader, dist[0] if dist else 0); t0 = time.time()
+            seed_epoch(seed, epoch, train_loader, dist[0] if dist else 0)
+            t0 = time.time()
             loss = _train_epoch(L, epoch, prog.batches(train_loader, epoch))
             res.history.append(_epoch_record(L, epoch, loss, time.time() - t0, val_fn))
             if L.ckpt is not None and _lead(dist):
-                save_checkpoint(dict(model=trainable_state(model), extra={k: m.state_dict() for k, m in extra.items()},
-                                     optimizer=opt.state_dict(), epoch=epoch, history=res.history), L.ckpt)
+                save_checkpoint(
+                    dict(
+                        model=trainable_state(model),
+                        extra={k: m.state_dict() for k, m in extra.items()},
+                        optimizer=opt.state_dict(),
+                        epoch=epoch,
+                        history=res.history,
+                    ),
+                    L.ckpt,
+                )
             prog.epoch_done(res.history[-1])
-            if on_epoch_end is not None: on_epoch_end(epoch, res.history)
-    finally: prog.close()
-    if L.ckpt is not None and _lead(dist): prev_checkpoint(L.ckpt).unlink(missing_ok=True)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, res.history)
+    finally:
+        prog.close()
+    if L.ckpt is not None and _lead(dist):
+        prev_checkpoint(L.ckpt).unlink(missing_ok=True)
     return res
 
 # %% ../nbs/04_train.ipynb #f0ec54dd
 @torch.no_grad()
-def accuracy(model:nn.Module, loader, device="cpu", amp:bool|None=None) -> float:
+def accuracy(model: nn.Module, loader, device="cpu", amp: bool | None = None) -> float:
     "Top-1 accuracy of `model` over `(x, y)` batches, in eval mode (masks computed once, cached)."
-    device = torch.device(device); amp = (device.type == "cuda") if amp is None else amp
-    model.eval(); correct = total = 0
+    device = torch.device(device)
+    amp = (device.type == "cuda") if amp is None else amp
+    model.eval()
+    correct = total = 0
     with parametrize.cached():
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                correct += (model(x).argmax(1) == y).sum().item(); total += len(y)
+                correct += (model(x).argmax(1) == y).sum().item()
+                total += len(y)
     return correct / max(total, 1)

@@ -7,6 +7,7 @@ review the diff:
 
     python tests/test_report_golden.py --update
 """
+
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from smn_nb.report import report_tables, write_tables
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
-def render(out:Path) -> list[Path]:
+def render(out: Path) -> list[Path]:
     "Every table of the mini profile from the stored records, as `write_tables` writes them under `out`."
     write_tables(report_tables(load_results(GOLDEN / "records"), "mini"), out)
     return sorted((out / "tables").iterdir())
@@ -34,7 +35,7 @@ def test_the_stored_records_fill_cells():
     "The golden tables are not all 'missing': the five runs' numbers appear in Table 1 as recorded."
     table1 = (GOLDEN / "tables" / "published__table1.md").read_text()
     recs = load_results(GOLDEN / "records")
-    assert sorted(recs.method) == ["FFT", "M", "SMN", "knn", "lp"]     # the fixtures are there (git keeps them)
+    assert sorted(recs.method) == ["FFT", "M", "SMN", "knn", "lp"]  # the fixtures are there (git keeps them)
     for rec in recs.itertuples():
         if rec.method in ("knn", "lp", "M", "FFT"):
             assert f"{rec.test_acc:.3f}" in table1, (rec.method, rec.test_acc)

@@ -1,64 +1,89 @@
 """`smn-sweep --executor slurm` on a real Slurm cluster: a mini slice with dependencies end to end (equal to the local
 executor's records), submitted twice, cancelled, blocked, requeued mid-run, and refused. Needs a cluster:
 `bash .ci/slurm-up` starts a throwaway one and prints the SLURM_CONF to export (`CI=true bash .ci/run` does both)."""
+
 import json, os, re, shutil, signal, subprocess, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+
 def _no_cluster() -> str | None:
     "Why there is no Slurm cluster to test on, or None when `sinfo` sees a usable node."
-    if not os.environ.get("SLURM_CONF"): return "SLURM_CONF is unset"
-    if not shutil.which("sinfo"): return "no Slurm client (sinfo) on PATH"
-    try: r = subprocess.run(["sinfo", "--noheader", "--format=%t"], capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired: return "sinfo timed out"
+    if not os.environ.get("SLURM_CONF"):
+        return "SLURM_CONF is unset"
+    if not shutil.which("sinfo"):
+        return "no Slurm client (sinfo) on PATH"
+    try:
+        r = subprocess.run(["sinfo", "--noheader", "--format=%t"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "sinfo timed out"
     if r.returncode or not re.search(r"idle|mix|alloc", r.stdout):
         return f"sinfo: {(r.stderr or r.stdout).strip() or 'no usable node'}"
     return None
 
+
 if why := _no_cluster():
-    pytest.skip(f"no Slurm cluster ({why}); to run these: bash .ci/slurm-up, then export the SLURM_CONF it prints",
-                allow_module_level=True)
+    pytest.skip(
+        f"no Slurm cluster ({why}); to run these: bash .ci/slurm-up, then export the SLURM_CONF it prints",
+        allow_module_level=True,
+    )
 
 SWEEP = [sys.executable, "-c", "from smn_nb.sweep import sweep_cli; sweep_cli()"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", SMN_NB_PROGRESS="lines")
 SLURM = ("--executor", "slurm", "--partition", "debug", "--cpus", "1")
 
+
 def sweep(*args, env=None):
     return subprocess.run(SWEEP + [str(a) for a in args], capture_output=True, text=True, env=env or ENV, timeout=600)
+
 
 def run_id(table, epochs, **want):
     "The one run id of the mini grid (at `epochs`) serving `table` with parameters `want` on digits, seed 0."
     from smn_nb.experiment import DEFAULTS
     from smn_nb.paper import paper_grid
+
     want = dict(dataset="digits", seed=0, **want)
-    ids = [e["run_id"] for e in paper_grid("mini", overrides=dict(epochs=epochs))
-           if table in e["tables"] and all(e.get(k, DEFAULTS[k]) == v for k, v in want.items())]
+    ids = [
+        e["run_id"]
+        for e in paper_grid("mini", overrides=dict(epochs=epochs))
+        if table in e["tables"] and all(e.get(k, DEFAULTS[k]) == v for k, v in want.items())
+    ]
     assert len(ids) == 1, (table, want, ids)
     return ids[0]
 
-def record(root, rid): return json.loads((Path(root) / rid / "result.json").read_text())
-def job_of(root, rid): return json.loads((Path(root) / rid / "slurm.json").read_text())["job_id"]
+
+def record(root, rid):
+    return json.loads((Path(root) / rid / "result.json").read_text())
+
+
+def job_of(root, rid):
+    return json.loads((Path(root) / rid / "slurm.json").read_text())["job_id"]
+
 
 def wait_for(what, check, timeout):
     "Poll `check()` every 2 s until it returns something true; fail naming `what` and showing the queue."
     t0 = time.time()
     while time.time() - t0 < timeout:
-        if out := check(): return out
+        if out := check():
+            return out
         time.sleep(2)
     q = subprocess.run(["squeue", "--states=all"], capture_output=True, text=True).stdout
     raise AssertionError(f"waited {timeout} s for {what}; squeue:\n{q}")
+
 
 def status_line(args, state, rid):
     "The `--status` line of run `rid` if it is in `state` now."
     out = sweep(*args, "--status").stdout
     return next((l for l in out.splitlines() if l.startswith(f"{state} ") and f" {rid} " in f"{l} "), None)
 
+
 def active(root, rids):
     "Those of `rids` whose Slurm job is still pending or running."
     q = subprocess.run(["squeue", "--noheader", "--array", "--format=%i"], capture_output=True, text=True, check=True)
     return [r for r in rids if job_of(root, r) in q.stdout.split()]
+
 
 @contextmanager
 def local_sweep(log, *args):
@@ -66,15 +91,19 @@ def local_sweep(log, *args):
     with open(log, "w") as f:
         cmd = SWEEP + [str(a) for a in args] + ["--executor", "local"]
         p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
-        try: yield p
+        try:
+            yield p
         finally:
-            if p.poll() is None: os.killpg(p.pid, signal.SIGKILL)
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+
 
 def finished_in(p, log, what):
     "Wait for the background sweep `p`; assert it says `what` (e.g. '3 of 3 finished')."
     p.wait(timeout=600)
     out = Path(log).read_text()
     assert p.returncode == 0 and what in out, out[-3000:]
+
 
 def same_records(a, b, rids):
     "Runs `rids` finished under both roots with the same id, metrics (float tolerance) and number of epochs."
@@ -86,6 +115,7 @@ def same_records(a, b, rids):
             assert (v is None) == (w is None), (rid, k, v, w)
             assert v is None or v == pytest.approx(w, rel=1e-5, abs=1e-6), (rid, k, v, w)
         assert len(ra["history"]) == len(rb["history"]), rid
+
 
 def test_slice_cancelled_blocked_resubmitted_matches_local(tmp_path):
     "SMN -> (top-k at SMN's density, SMC): submitted twice, SMN cancelled (dependants blocked), swept again, as local."
@@ -100,13 +130,14 @@ def test_slice_cancelled_blocked_resubmitted_matches_local(tmp_path):
         assert "runs per dependency level: [1, 2]" in dry, dry[:300]
         r = sweep(*args, *SLURM)
         assert r.returncode == 0 and "3 to run" in r.stdout and "submitted 3 jobs" in r.stdout, r.stdout + r.stderr
-        again = sweep(*args, *SLURM)                                # the same sweep while the first is in the queue
+        again = sweep(*args, *SLURM)  # the same sweep while the first is in the queue
         assert "0 to run, 3 queued or running elsewhere" in again.stdout, again.stdout
         assert again.returncode == 0 and "nothing to submit" in again.stdout, again.stdout
         line = wait_for("SMN running", lambda: status_line(args, "running", smn), 120)
         assert re.search(rf"job {job_of(sl, smn)} on \S+ \(log: .+_log\.err\)$", line), line
         st = sweep(*args, "--status").stdout
-        for rid in (topk, smc): assert re.search(rf"^pending +{rid} job \S+: Dependency$", st, re.M), st
+        for rid in (topk, smc):
+            assert re.search(rf"^pending +{rid} job \S+: Dependency$", st, re.M), st
         subprocess.run(["scancel", job_of(sl, smn)], check=True)
         line = wait_for("SMN cancelled", lambda: status_line(args, "cancelled", smn), 60)
         assert "CANCELLED AT" in line and "(log: " in line, line
@@ -114,9 +145,9 @@ def test_slice_cancelled_blocked_resubmitted_matches_local(tmp_path):
         st = sweep(*args, "--status").stdout
         for rid in (topk, smc):
             assert re.search(rf"^blocked +{rid} job \S+: prerequisite {smn} is cancelled$", st, re.M), st
-        assert not (sl / smn / "result.json").exists() or record(sl, smn)["status"] != "finished"   # never done
+        assert not (sl / smn / "result.json").exists() or record(sl, smn)["status"] != "finished"  # never done
         t0 = time.time()
-        r = sweep(*args, *SLURM)                                    # picks all three up again
+        r = sweep(*args, *SLURM)  # picks all three up again
         assert r.returncode == 0 and "0 done (skipped), 3 to run" in r.stdout, r.stdout + r.stderr
         assert "submitted 3 jobs" in r.stdout, r.stdout
         wait_for("the slice to finish", lambda: not active(sl, rids), 600)
@@ -125,6 +156,7 @@ def test_slice_cancelled_blocked_resubmitted_matches_local(tmp_path):
         assert "no failed runs" in st and not re.search(r"^(pending|running|failed|cancelled|blocked) ", st, re.M), st
         finished_in(ref, log, "3 of 3 finished")
     same_records(sl, tmp_path / "local", rids)
+
 
 def test_requeue_resumes_from_checkpoint(tmp_path):
     "`scontrol requeue` of a running M run after its first checkpoint: it resumes, says so, ends as if uninterrupted."
@@ -146,20 +178,43 @@ def test_requeue_resumes_from_checkpoint(tmp_path):
     for a, b in zip(rec["history"], loc["history"]):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5), (a, b)
 
+
 REFUSED = "smn-sweep: sbatch refused: "
-@pytest.mark.parametrize("change, says", [
-    (("--partition", "nope"), REFUSED + "invalid partition specified: nope; Batch job submission failed: "
-                                        "Invalid partition name specified — change --partition"),
-    (("--gpus", "1"), REFUSED + "Invalid generic resource (gres) specification — change --gpus"),
-    ((), REFUSED + "Batch job submission failed: Unable to contact slurm controller (connect failure) — "
-                   "check SLURM_CONF"),
-])
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (
+            ("--partition", "nope"),
+            REFUSED + "invalid partition specified: nope; Batch job submission failed: "
+            "Invalid partition name specified — change --partition",
+        ),
+        (("--gpus", "1"), REFUSED + "Invalid generic resource (gres) specification — change --gpus"),
+        (
+            (),
+            REFUSED + "Batch job submission failed: Unable to contact slurm controller (connect failure) — "
+            "check SLURM_CONF",
+        ),
+    ],
+)
 def test_refusals_are_one_line(tmp_path, change, says):
     "A bad partition, a GPU the cluster lacks, an unreachable controller: one line naming what to change."
-    args = ("--profile", "mini", "--tables", "published/table1", "--limit", 1, "-p", "epochs", 1, "--runs-dir",
-            tmp_path)
+    args = (
+        "--profile",
+        "mini",
+        "--tables",
+        "published/table1",
+        "--limit",
+        1,
+        "-p",
+        "epochs",
+        1,
+        "--runs-dir",
+        tmp_path,
+    )
     env = None
-    if not change:               # the cluster's config with a port nobody listens on, giving up after a second
+    if not change:  # the cluster's config with a port nobody listens on, giving up after a second
         conf = Path(os.environ["SLURM_CONF"]).read_text()
         port = int(re.search(r"^SlurmctldPort=(\d+)", conf, re.M).group(1))
         conf = re.sub(r"^SlurmctldPort=\d+", f"SlurmctldPort={port + 77}", conf, flags=re.M)
@@ -168,6 +223,6 @@ def test_refusals_are_one_line(tmp_path, change, says):
     r = sweep(*args, *SLURM, *change, env=env)
     assert r.returncode == 1 and r.stderr.strip().startswith(says), r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
-    if change == ("--partition", "nope"):                   # --debug: the traceback, for a bug report
+    if change == ("--partition", "nope"):  # --debug: the traceback, for a bug report
         d = sweep(*args, *SLURM, *change, "--debug")
         assert d.returncode == 1 and "Traceback" in d.stderr and "SlurmError" in d.stderr, d.stderr[-1000:]

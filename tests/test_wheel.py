@@ -1,6 +1,7 @@
 """The pip package runs outside the repository: a wheel built from this checkout and installed into a
 scratch folder finds its shipped files (run.ipynb, the offline backbone) inside the installed package and runs an
 experiment with them through `smn-run`'s entry point."""
+
 import os, subprocess, sys, textwrap
 from pathlib import Path
 
@@ -33,14 +34,30 @@ CHECK = textwrap.dedent("""
     print("ok", shipped_file("run.ipynb"))
 """)
 
+
 def _run(*cmd, **kw):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
-    assert r.returncode == 0, f"{' '.join(map(str, cmd[:5]))} ... failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    assert r.returncode == 0, (
+        f"{' '.join(map(str, cmd[:5]))} ... failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    )
     return r.stdout
 
+
 def test_wheel_runs_outside_the_repo(tmp_path):
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT), cwd=ROOT)
-    wheel, = tmp_path.glob("smn_nb-*.whl")
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(tmp_path),
+        str(ROOT),
+        cwd=ROOT,
+    )
+    (wheel,) = tmp_path.glob("smn_nb-*.whl")
     site = tmp_path / "site"
     _run(sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "-q", "--target", str(site), str(wheel))
     env = {k: v for k, v in os.environ.items() if k not in ("SMN_NB_WEIGHTS", "PYTHONPATH")} | {"PYTHONPATH": str(site)}
