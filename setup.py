@@ -16,7 +16,9 @@ lic = licenses[cfg["license"]]
 # Files the package needs at run time, kept once in the repository (their single source) and copied into
 # the built package's smn_nb/assets/ (found there by `smn_nb.backbones.shipped_file`). MANIFEST.in puts them
 # in the sdist too, so a wheel built from the sdist has them.
-ASSETS = ["data/resnet_fmnist.pt", "data/resnet_fmnist.json", "data/paper_tables.csv", "nbs/run.ipynb"]
+ASSETS = ["data/resnet_fmnist.pt", "data/resnet_fmnist.json",                # the supervised offline backbone
+          "data/resnet_fmnist_swav.pt", "data/resnet_fmnist_swav.json",     # the SwAV-pretrained one
+          "data/paper_tables.csv", "nbs/run.ipynb"]
 
 class build_py_assets(build_py):
     "build_py that also copies `ASSETS` into the built package's smn_nb/assets/ (not for editable installs: they use the checkout)."

@@ -18,8 +18,8 @@ and prints, per path and model:
   * bare img/s: `fit`'s steps on one pre-made device batch (no loading, no augmentation);
   * full img/s: `fit`'s steps as a run takes them; full / bare, target >= 0.9.
 Bare and full steps alternate within one `fit` epoch (a pre-made batch, then a batch from the store, ...) and are
-summarised by medians, so load from other processes on a shared machine biases neither. The first epoch's full rate is the store's build
-time plus the epoch's steps at the steady full rate (that is what a run's first epoch is).
+summarised by medians, so load from other processes on a shared machine biases neither. The first epoch's full rate
+is the store's build time plus the epoch's steps at the steady full rate (that is what a run's first epoch is).
 """
 
 import argparse, json, os, shutil, sys, tempfile, time
@@ -103,7 +103,7 @@ class Alternate:
 
 
 def raw_only(augment):
-    "`augment` for store batches `[uint8 images, sizes]`; a pre-made batch (float, or a list of float crops) passes through."
+    "`augment` for store batches `[uint8 images, sizes]`; a pre-made batch (float, or float crops) passes through."
     return lambda x: x if torch.is_tensor(x) or x[0].is_floating_point() else augment(x)
 
 
@@ -257,11 +257,13 @@ def run(n: int, archs: list, k: int, tmp: Path, px: int = 224) -> list[dict]:
     t_build = time.perf_counter() - t0
     store_kb = store.nbytes / n / 1024
     print(
-        f"decoded once into {store.path.name}, shape {tuple(store.images.shape)}: {store.nbytes / 2**20:.0f} MB on disk, "
-        f"{store_kb:.0f} kB per image (a centre square would be {3 * store.size**2 / 1024:.0f} kB); {t_build:.1f}s, {n / t_build:.0f} img/s"
+        f"decoded once into {store.path.name}, shape {tuple(store.images.shape)}: "
+        f"{store.nbytes / 2**20:.0f} MB on disk, {store_kb:.0f} kB per image "
+        f"(a centre square would be {3 * store.size**2 / 1024:.0f} kB); {t_build:.1f}s, {n / t_build:.0f} img/s"
     )
     print(
-        f"per-sample torchvision path (decode + crop + flip per image, every epoch): {per_sample_rate(ds, px, 8, 4):.0f} img/s"
+        "per-sample torchvision path (decode + crop + flip per image, every epoch): "
+        f"{per_sample_rate(ds, px, 8, 4):.0f} img/s"
     )
     gather_s = loader_rate(make_loader(store, None, 64, shuffle=True), n=8)
     print(f"gather from the store, batch 64, one process: {gather_s:,.0f} img/s")
@@ -305,11 +307,14 @@ def main():
     print()
     show(rows)
     print(
-        f"\nstore on disk: {rows[0]['store_kb_per_image']:.0f} kB per image (uint8, whole images at {round(px / 0.875)} px on the shorter side, padded)."
+        f"\nstore on disk: {rows[0]['store_kb_per_image']:.0f} kB per image "
+        f"(uint8, whole images at {round(px / 0.875)} px on the shorter side, padded)."
     )
     print(
-        "loader: store -> device -> augmentation (here on the CPU; first epoch: decoding into the store). gather: the CPU's share\n"
-        "on a GPU machine (batch 64, one process). h100: what one H100 consumes (an estimate; see the top of this file).\n"
+        "loader: store -> device -> augmentation (here on the CPU; first epoch: decoding into the store). "
+        "gather: the CPU's share\n"
+        "on a GPU machine (batch 64, one process). "
+        "h100: what one H100 consumes (an estimate; see the top of this file).\n"
         "bare / full: fit's steps without / with loading and augmentation; full/bare target >= 0.9."
     )
     if a.json:

@@ -44,6 +44,7 @@ from smn_nb.masking import (
     ctx_decode,
     base_weights,
 )
+from smn_nb.protocol import HParams
 from smn_nb.records import read_record
 from smn_nb.runners import run_loaders
 from smn_nb.spec import validate_params
@@ -139,7 +140,7 @@ TOPK_DENSITIES, TOPK_TARGET = (0.5, 0.99), 1.3
 
 
 def bench_topk(size, batch, reps):
-    "Seconds per training step with threshold masks and with top-k masks at each of `TOPK_DENSITIES`, timed interleaved."
+    "Seconds per training step, threshold masks vs top-k masks at each of `TOPK_DENSITIES`, timed interleaved."
     x = torch.randn(batch, 3, size, size, device=DEV)
     y = torch.randint(0, 10, (batch,), device=DEV)
     fns = {"threshold": step_fn(*build("M"), x, y)} | {
@@ -151,7 +152,8 @@ def bench_topk(size, batch, reps):
 def topk_section(a, rows):
     sizes = ((32, 8),) if a.smoke else ((32, 64),) if a.quick else ((32, 64), (224, 32))
     print(
-        f"\n## Step time, {ARCH}, top-k masks vs threshold masks (the paper's) — target top-k/threshold <= {TOPK_TARGET}"
+        f"\n## Step time, {ARCH}, top-k masks vs threshold masks (the paper's) — "
+        f"target top-k/threshold <= {TOPK_TARGET}"
     )
     print(f"{'input':>12} {'density':>8} {'threshold s':>12} {'top-k s':>9} {'top-k/thr':>10}")
     for size, batch in sizes:
@@ -307,7 +309,7 @@ def demo_mask_folder(path):
 
 
 def smoke_mask_folder(root):
-    "A run folder shaped like the demo's M run, made in a second (random 1% of weights off, an untrained head): --smoke."
+    "A run folder shaped like the demo's M run, made in a second (random 1% of weights off, untrained head): --smoke."
     from smn_nb import backbones as B
     from smn_nb.files import write_json
     from smn_nb.records import shaped
@@ -332,7 +334,7 @@ def smoke_mask_folder(root):
                 run_id=folder.name,
                 status="finished",
                 params=p,
-                hparams=hp,
+                hparams=hp.to_dict(),
                 metrics=dict(test_acc=0.0),
                 active_frac=active,
             )
@@ -380,7 +382,7 @@ def bn_half_accuracy(folder, bb, head):
     from smn_nb.train import Classifier, accuracy
 
     rec = read_record(folder)
-    L = run_loaders(validate_params(**rec["params"]), rec["hparams"], bb.spec, "cpu")
+    L = run_loaders(validate_params(**rec["params"]), HParams.from_dict(rec["hparams"]), bb.spec, "cpu")
 
     def acc(model):
         h = torch.nn.Linear(model.spec.embed_dim, len(head["bias"]))
@@ -437,7 +439,8 @@ def whole_file_section(results):
     results["file_rn18_5pct"] = f
     print("\n## Whole file, resnet18 at 5% i.i.d. zeros, no head — target file/entropy <= 1.07")
     print(
-        f"{'buffers':>8} {'file B':>9} {'header B':>9} {'masks B':>9} {'buffers B':>10} {'entropy B':>10} {'masks/H':>8} {'file/H':>7}"
+        f"{'buffers':>8} {'file B':>9} {'header B':>9} {'masks B':>9} {'buffers B':>10} "
+        f"{'entropy B':>10} {'masks/H':>8} {'file/H':>7}"
     )
     for k, bd in f.items():
         hb = bd["entropy_bits"] / 8
@@ -449,7 +452,8 @@ def whole_file_section(results):
 
 def storage_section(a, n, results):
     print(
-        f"\n## Mask storage, {n:,} i.i.d./block weights — bits per weight (bpw); target ours/entropy <= 1.01 for i.i.d. masks"
+        f"\n## Mask storage, {n:,} i.i.d./block weights — bits per weight (bpw); "
+        "target ours/entropy <= 1.01 for i.i.d. masks"
     )
     print(
         f"{'zeros':>6} {'kind':>6} {'entropy':>8} {'ours':>7} {'codec':>6} {'ours/H':>7} {'x fp32':>7} "
@@ -459,8 +463,9 @@ def storage_section(a, n, results):
     results["iid_block"] = rows
     for r in rows:
         print(
-            f"{r['zeros']:>6} {r['kind']:>6} {r['entropy']:8.4f} {r['ours_bpw']:7.4f} {r['codec']:>6} {r['ours_over_H']:7.3f} "
-            f"{r['x_fp32']:7.1f} {r['gzip_bpw']:7.4f} {r['bz2_bpw']:7.4f} {r['lzma_bpw']:7.4f} {r['packed_bpw']:7.4f} {r['enc_s']:6.2f}"
+            f"{r['zeros']:>6} {r['kind']:>6} {r['entropy']:8.4f} {r['ours_bpw']:7.4f} {r['codec']:>6} "
+            f"{r['ours_over_H']:7.3f} {r['x_fp32']:7.1f} {r['gzip_bpw']:7.4f} {r['bz2_bpw']:7.4f} "
+            f"{r['lzma_bpw']:7.4f} {r['packed_bpw']:7.4f} {r['enc_s']:6.2f}"
         )
     print("(block masks: order-0 entropy overstates their information, so ours/H < 1 is possible there)")
     iid = [r["ours_over_H"] for r in rows if r["kind"] == "random"]
@@ -471,20 +476,22 @@ def storage_section(a, n, results):
     t = codec_table(bb, 3 if a.smoke else None)
     results["real_mask"] = dict(t, folder=str(folder))
     print(
-        f"\n## The demo's learned M mask ({rec['params']['model']} -> {rec['params']['dataset']}, {t['n']:,} weights, "
-        f"{100 * (1 - rec['active_frac']):.2f}% off; order-0 entropy {t['entropy_bits']:,.0f} bits) — beside the paper's "
-        "supplementary compression tables"
+        f"\n## The demo's learned M mask ({rec['params']['model']} -> {rec['params']['dataset']}, "
+        f"{t['n']:,} weights, {100 * (1 - rec['active_frac']):.2f}% off; "
+        f"order-0 entropy {t['entropy_bits']:,.0f} bits) — beside the paper's supplementary compression tables"
     )
     print(f"{'codec':>38} {'bytes':>10} {'bits/weight':>12} {'x entropy':>10} {'x smaller than fp32':>20}")
     for k, v in t["bytes"].items():
         print(
-            f"{k:>38} {v:10,d} {8 * v / t['n']:12.5f} {8 * v / t['entropy_bits']:10.3f} {t['bytes']['fp32'] / max(v, 1):20.1f}"
+            f"{k:>38} {v:10,d} {8 * v / t['n']:12.5f} {8 * v / t['entropy_bits']:10.3f} "
+            f"{t['bytes']['fp32'] / max(v, 1):20.1f}"
         )
     bd = file_breakdown(folder / "mask.smn")
     results["real_mask"]["file"] = bd
     print(
-        f"its file as run_experiment wrote it: {bd['file_bytes']:,} B = header {bd['header_bytes']:,} + masks {bd['mask_bytes']:,} "
-        f"+ buffers {bd['state_bytes']:,} (fp32) + the head (extra) {bd['extra_bytes']:,}; codecs {bd['codecs']}"
+        f"its file as run_experiment wrote it: {bd['file_bytes']:,} B = header {bd['header_bytes']:,} "
+        f"+ masks {bd['mask_bytes']:,} + buffers {bd['state_bytes']:,} (fp32) "
+        f"+ the head (extra) {bd['extra_bytes']:,}; codecs {bd['codecs']}"
     )
     r = 8 * t["bytes"]["ours (format 3: best per tensor)"] / t["entropy_bits"]
     print(f"real learned mask: ours/H = {r:.4f} — target <= 0.80: {'met' if r <= 0.80 else 'MISSED'}")
@@ -492,8 +499,9 @@ def storage_section(a, n, results):
     acc = bn_half_accuracy(folder, bb, head)
     results["bn_half_accuracy"] = acc
     print(
-        f"\n## BatchNorm statistics fp32 vs fp16 (demo model, test set): fp32 {acc['fp32']:.4f}, fp16 {acc['fp16']:.4f} "
-        f"(recorded {acc['recorded']:.4f}); {'unchanged' if acc['fp32'] == acc['fp16'] else 'CHANGED'}"
+        f"\n## BatchNorm statistics fp32 vs fp16 (demo model, test set): "
+        f"fp32 {acc['fp32']:.4f}, fp16 {acc['fp16']:.4f} (recorded {acc['recorded']:.4f}); "
+        f"{'unchanged' if acc['fp32'] == acc['fp16'] else 'CHANGED'}"
     )
 
     if a.smoke:
@@ -542,13 +550,15 @@ def memory_section(sizes, rows):
 def steps_section(reps, rows, sizes=((32, 64), (224, 32)), smoke=False):
     target = 1.10 if DEV == "cuda" else 1.25
     print(
-        f"## Step time, timm {ARCH} (random init), mask training (M) vs full fine-tuning (FFT) — target M/FFT <= {target}"
+        f"## Step time, timm {ARCH} (random init), mask training (M) vs full fine-tuning (FFT) — "
+        f"target M/FFT <= {target}"
     )
     print(f"{'input':>12} {'FFT s/step':>11} {'M s/step':>10} {'naive s/step':>13} {'M/FFT':>7} {'naive/FFT':>10}")
     for size, batch in sizes:
         t = bench_steps(size, batch, reps if size == 32 else max(2, reps // 2))
         print(
-            f"{f'{size}px b{batch}':>12} {t['FFT']:11.4f} {t['M']:10.4f} {t['naive']:13.4f} {t['M'] / t['FFT']:7.3f} {t['naive'] / t['FFT']:10.3f}"
+            f"{f'{size}px b{batch}':>12} {t['FFT']:11.4f} {t['M']:10.4f} {t['naive']:13.4f} "
+            f"{t['M'] / t['FFT']:7.3f} {t['naive'] / t['FFT']:10.3f}"
         )
         rows.append(
             dict(

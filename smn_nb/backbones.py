@@ -18,10 +18,10 @@ import smn_nb
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'FMNIST_MEAN', 'FMNIST_STD', 'CLIP_TINY_CONFIG',
-           'FMNIST_CONFIG', 'BACKBONES', 'PROBE_TIMEOUT', 'CLIP_TEMPLATES', 'BackboneSpec', 'fmnist_resnet',
-           'read_checkpoint', 'clean_state_dict', 'load_weights', 'Backbone', 'shipped_file', 'reachable',
-           'local_weights', 'get_backbone', 'file_sha256', 'weights_identity', 'ZeroShotHead', 'clip_tokenizer',
-           'clip_text_embeddings', 'clip_zero_shot_head']
+           'FMNIST_CONFIG', 'PRETRAIN_OBJECTIVE', 'BACKBONES', 'PROBE_TIMEOUT', 'CLIP_TEMPLATES', 'BackboneSpec',
+           'fmnist_resnet', 'read_checkpoint', 'clean_state_dict', 'load_weights', 'Backbone', 'shipped_file',
+           'reachable', 'local_weights', 'get_backbone', 'file_sha256', 'weights_identity', 'ZeroShotHead',
+           'clip_tokenizer', 'clip_text_embeddings', 'clip_zero_shot_head']
 
 # %% ../nbs/02_backbones.ipynb #e9a9aff7
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -32,7 +32,7 @@ FMNIST_MEAN, FMNIST_STD = (0.2860,) * 3, (0.3530,) * 3
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    "One registry entry: architecture, pinned weight source, masking preset, embedding width, input size, normalisation."
+    "One registry entry: architecture, pinned weight source, masking preset, embedding width, input size, normalisation"
 
     name: str
     arch: str  # "timm", "open_clip" or "fmnist" (the project's own small ResNet)
@@ -66,8 +66,32 @@ CLIP_TINY_CONFIG = dict(
     text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2),
 )
 FMNIST_CONFIG = dict(channels=(32, 64, 128, 256), layers=(1, 1, 1, 1))
+PRETRAIN_OBJECTIVE = {  # the project's own backbones: the `smn_nb.pretrain.pretrain_fashion_mnist` objective of each
+    "resnet-fmnist": "supervised",
+    "resnet-fmnist-swav": "swav",
+}
 
 _HF = "https://huggingface.co/timm/{}/resolve/main/{}"
+
+
+def _fmnist_spec(name: str, file: str, note: str) -> BackboneSpec:
+    "One of this project's stand-ins: the small Fashion-MNIST ResNet with the weights shipped as `file`."
+    channels = FMNIST_CONFIG["channels"][-1]
+    return BackboneSpec(
+        name,
+        "fmnist",
+        _items(FMNIST_CONFIG),
+        "resnet",
+        channels,
+        32,
+        FMNIST_MEAN,
+        FMNIST_STD,
+        file=file,
+        drop=("fc.",),
+        note=note,
+    )
+
+
 BACKBONES: dict[str, BackboneSpec] = {
     s.name: s
     for s in [
@@ -136,18 +160,16 @@ BACKBONES: dict[str, BackboneSpec] = {
             drop=("fc.",),
             note="timm's resnet50 default of the paper's era (a1 recipe)",
         ),
-        BackboneSpec(
+        _fmnist_spec(
             "resnet-fmnist",
-            "fmnist",
-            _items(FMNIST_CONFIG),
-            "resnet",
-            FMNIST_CONFIG["channels"][-1],
-            32,
-            FMNIST_MEAN,
-            FMNIST_STD,
-            file="resnet_fmnist.pt",
-            drop=("fc.",),
-            note="small ResNet pretrained by this project on Fashion-MNIST (offline stand-in for ImageNet)",
+            "resnet_fmnist.pt",
+            "small ResNet pretrained by this project on Fashion-MNIST (offline stand-in for ImageNet)",
+        ),
+        _fmnist_spec(
+            "resnet-fmnist-swav",
+            "resnet_fmnist_swav.pt",
+            "resnet-fmnist's network pretrained by this project with SwAV on Fashion-MNIST without labels "
+            "(offline stand-in for rn50-swav)",
         ),
         BackboneSpec(
             "clip-tiny",
@@ -268,7 +290,7 @@ def _shipped_places(name: str) -> list[Path]:
 def shipped_file(
     name: str,  # a file name, e.g. "run.ipynb" or "resnet_fmnist.pt"
 ) -> Path:
-    "A file shipped with smn_nb: the installed package's `smn_nb/assets/`, or in a source checkout the repo's `data/` or `nbs/`."
+    "A file shipped with smn_nb: in the installed package's `smn_nb/assets/`, or a source checkout's `data/` or `nbs/`."
     places = _shipped_places(name)
     found = next((p for p in places if p.is_file()), None)
     if found is None:
@@ -334,7 +356,8 @@ def _missing(spec: BackboneSpec, err: BaseException | None = None) -> FileNotFou
         return FileNotFoundError(
             f"no weights for {spec.name!r}: {spec.file} is neither in $SMN_NB_WEIGHTS nor shipped with smn_nb "
             f"(looked in {[str(p.parent) for p in _shipped_places(spec.file)]}){why}. Regenerate it with "
-            f"smn_nb.pretrain.pretrain_fashion_mnist('<folder>/{spec.file}') and set SMN_NB_WEIGHTS=<folder>, "
+            f"smn_nb.pretrain.pretrain_fashion_mnist('<folder>/{spec.file}', "
+            f"objective={PRETRAIN_OBJECTIVE.get(spec.name, 'supervised')!r}) and set SMN_NB_WEIGHTS=<folder>, "
             f"or pass weights=PATH."
         )
     src = f"{spec.arch} tag {spec.hub!r}" if spec.hub else f"{spec.url}"
@@ -360,7 +383,7 @@ def _build(spec: BackboneSpec) -> tuple[nn.Module, nn.Module | None]:
 
 
 def _from_source(spec: BackboneSpec) -> tuple[nn.Module, nn.Module | None]:
-    "Fetch the real weights from the hub / release URL; any failure (an unreachable host within seconds) becomes `_missing`'s clear error."
+    "Fetch the real weights from the hub / release URL; any failure (no host within 3 s) becomes `_missing`'s error."
     url = (os.environ.get("HF_ENDPOINT") if spec.hub else None) or spec.url
     cached = (
         not spec.hub and spec.file and (Path(torch.hub.get_dir()) / "checkpoints" / spec.file).is_file()

@@ -1,4 +1,4 @@
-"Self-supervised (SwAV) checkpoints: everything `fit` saves loads with weights_only=True, and a damaged one falls back a step."
+"Self-supervised (SwAV) checkpoints: all `fit` saves loads with weights_only=True; a damaged one falls back a step."
 
 import warnings
 

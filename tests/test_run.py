@@ -1,6 +1,7 @@
 "nbs/run.ipynb and nbs/demo.ipynb through papermill, as a user runs them; and the trust guarantees of a run."
 
 import json, pickle, subprocess, sys
+from dataclasses import replace
 from pathlib import Path
 from unittest import mock
 
@@ -9,6 +10,7 @@ import pytest
 from filelock import FileLock
 
 from smn_nb import experiment as E, runners as R, spec as S
+from smn_nb.protocol import HParams
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / "nbs" / "run.ipynb"
@@ -77,7 +79,7 @@ def test_mask_file_rebuilds_the_adapted_network(tmp_path):
     info = load_masks(bb, folder / "mask.smn", backbone=rec["params"]["model"])
     head = torch.nn.Linear(bb.spec.embed_dim, len(info["extra"]["head"]["bias"]))
     head.load_state_dict(info["extra"]["head"])
-    L = R.run_loaders(S.validate_params(**rec["params"]), rec["hparams"], bb.spec, "cpu")
+    L = R.run_loaders(S.validate_params(**rec["params"]), HParams.from_dict(rec["hparams"]), bb.spec, "cpu")
     assert accuracy(Classifier(bb, head), L["test"]) == pytest.approx(rec["metrics"]["test_acc"], abs=1e-9)
 
 
@@ -134,7 +136,9 @@ def test_clip_path_with_zero_shot_head(tmp_path, method):
 
 def test_a_run_gone_nan_is_never_recorded_finished(tmp_path):
     real = S.resolve_hparams  # lr=nan is refused by the checks, so break the run inside
-    with mock.patch.object(S, "resolve_hparams", lambda *a, **k: dict(real(*a, **k), lr=float("nan"))):
+    with mock.patch.object(
+        S, "resolve_hparams", lambda *a, **k: replace(h := real(*a, **k), optim=replace(h.optim, lr=float("nan")))
+    ):
         with pytest.raises(FloatingPointError):
             E.run_experiment(method="M", epochs=1, runs_dir=str(tmp_path), device="cpu")
     (rec,) = [json.loads(f.read_text()) for f in tmp_path.glob("*/result.json")]
@@ -267,3 +271,37 @@ def test_smn_run_prints_no_kernel_chatter(tmp_path):
     assert "TCP without encryption" not in text and "IPKernelApp" not in text, text
     lines = [l for l in text.splitlines() if l.strip()]
     assert lines[0].endswith("run.ipynb") and "knn_acc=" in lines[-1], text
+
+
+def test_controls_bn_and_random_through_papermill_and_smn_run(tmp_path):
+    "`bn` and `random` run like every method; `random` without its SMN run is an error naming that run."
+    smn_run = [sys.executable, "-c", "from smn_nb.experiment import run_cli; run_cli()"]
+    args = [
+        "-p",
+        "method",
+        "random",
+        "-p",
+        "device",
+        "cpu",
+        "-p",
+        "epochs",
+        "1",
+        "-p",
+        "runs_dir",
+        str(tmp_path / "runs"),
+    ]
+    out = subprocess.run(smn_run + args, capture_output=True, text=True, cwd=tmp_path)
+    smn_id = S.run_id(*S.plan(method="SMN", epochs=1))
+    assert out.returncode != 0 and smn_id in out.stdout + out.stderr and "-p method SMN" in out.stdout + out.stderr
+    smn, _ = run(tmp_path, method="SMN", epochs=1, lr=500.0)  # a high lr so the mask really moves in one epoch
+    rnd, folder = run(tmp_path, method="random", epochs=1, lr=500.0)
+    assert rnd["source_run"] == smn["run_id"] and (folder / "mask.smn").exists()
+    assert abs(rnd["active_frac"] - smn["active_frac"]) < 1e-3 < 1 - smn["active_frac"]  # SMN's density, not 1
+    for k, a in smn["active_per_tensor"].items():
+        assert abs(rnd["active_per_tensor"][k] - a) < 1e-3, k  # tensor by tensor
+    bn, _ = run(tmp_path, method="bn")
+    frozen, _ = run(tmp_path, method="lp")
+    assert bn["history"] == [] and bn["active_frac"] is None and bn["adaptation_bits"] > 0
+    assert bn["metrics"]["knn_acc"] != frozen["metrics"]["knn_acc"]  # the statistics moved the embeddings
+    for r in (rnd, bn):
+        assert RECORD_KEYS <= set(r) and r["metrics"]["lp_acc"] > 2 * CHANCE, r["metrics"]

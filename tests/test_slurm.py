@@ -46,9 +46,9 @@ def run_id(table, epochs, **want):
 
     want = dict(dataset="digits", seed=0, **want)
     ids = [
-        e["run_id"]
+        e.run_id
         for e in paper_grid("mini", overrides=dict(epochs=epochs))
-        if table in e["tables"] and all(e.get(k, DEFAULTS[k]) == v for k, v in want.items())
+        if table in e.tables and all(e.params.get(k, DEFAULTS[k]) == v for k, v in want.items())
     ]
     assert len(ids) == 1, (table, want, ids)
     return ids[0]

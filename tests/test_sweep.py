@@ -1,4 +1,4 @@
-"smn-sweep end to end on the offline mini profile: a local slice, status, skipping, a sweep killed halfway, the paper's dry run."
+"smn-sweep end to end, offline mini profile: a local slice, status, skips, a sweep killed halfway, the paper's dry run."
 
 import json, os, signal, subprocess, sys, time
 from pathlib import Path

@@ -14,16 +14,23 @@ CHECK = textwrap.dedent("""
     import smn_nb
     from smn_nb.backbones import get_backbone, shipped_file
     site, repo = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
-    assert Path(smn_nb.__file__).resolve().is_relative_to(site), f"smn_nb imported from {smn_nb.__file__}, not from {site}"
-    for name, src in [("run.ipynb", "nbs"), ("resnet_fmnist.pt", "data"), ("resnet_fmnist.json", "data")]:
+    mod = Path(smn_nb.__file__)
+    assert mod.resolve().is_relative_to(site), f"smn_nb imported from {mod}, not from {site}"
+    shipped_files = [("run.ipynb", "nbs"), ("resnet_fmnist.pt", "data"), ("resnet_fmnist.json", "data")]
+    shipped_files += [("resnet_fmnist_swav.pt", "data"), ("resnet_fmnist_swav.json", "data")]
+    for name, src in shipped_files:
         f = shipped_file(name)
         assert f.is_relative_to(site / "smn_nb" / "assets"), f"{name} found at {f}, not in the installed package"
         assert f.read_bytes() == (repo / src / name).read_bytes(), f"{f} differs from {repo / src / name}"
-    shipped = get_backbone("resnet-fmnist").state_dict()                                  # the lookup, as a user runs it
+    shipped = get_backbone("resnet-fmnist").state_dict()                                # the lookup, as a user runs it
     ref = get_backbone("resnet-fmnist", weights=repo / "data" / "resnet_fmnist.pt").state_dict()
     assert shipped.keys() == ref.keys() and all(torch.equal(shipped[k], ref[k]) for k in ref)
     init = get_backbone("resnet-fmnist", pretrained=False).state_dict()
     assert not torch.equal(shipped["net.conv1.weight"], init["net.conv1.weight"])       # pretrained, not an init
+    swav = get_backbone("resnet-fmnist-swav").state_dict()                             # the SwAV stand-in, likewise
+    ref = get_backbone("resnet-fmnist-swav", weights=repo / "data" / "resnet_fmnist_swav.pt").state_dict()
+    assert all(torch.equal(swav[k], ref[k]) for k in ref)
+    assert not torch.equal(swav["net.conv1.weight"], shipped["net.conv1.weight"])        # not resnet-fmnist's weights
     # an experiment through the shipped run notebook, as `smn-run -p method knn` runs it, into a runs folder here
     import json
     from smn_nb.experiment import run_cli
