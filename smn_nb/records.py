@@ -161,7 +161,7 @@ def shaped(rec: dict) -> dict:
     "`rec` as a record of today's schema: every field of `Record` (missing ones None) and nothing else."
     return Record.from_dict({**rec, "schema": SCHEMA}).to_dict()
 
-# %% ../nbs/10b_records.ipynb #b28d023b
+# %% ../nbs/10b_records.ipynb #c462af8f
 @dataclass(frozen=True)
 class Readout:
     "A classifier read off a run, and the record field that holds its accuracy."

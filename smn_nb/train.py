@@ -584,7 +584,7 @@ def fit(
         prev_checkpoint(L.ckpt).unlink(missing_ok=True)
     return res
 
-# %% ../nbs/04_train.ipynb #e9a981f2
+# %% ../nbs/04_train.ipynb #b3bb442a
 @torch.no_grad()
 def reestimate_bn(
     model: nn.Module,
