@@ -15,9 +15,9 @@ from torchvision.transforms import v2
 from .datasets import as_rgb
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'train_transform', 'eval_transform', 'crop_resize', 'random_boxes', 'random_shifts',
-           'resized_sizes', 'rrc_boxes', 'roi_crop', 'centre_boxes', 'crop_stored', 'BatchAugment', 'MultiCrop',
-           'multicrop_transform', 'hue_rotate', 'color_distort', 'gaussian_blur', 'BatchMultiCrop']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'train_transform', 'eval_transform', 'crop_resize', 'random_boxes',
+           'random_shifts', 'resized_sizes', 'rrc_boxes', 'roi_crop', 'centre_boxes', 'crop_stored', 'BatchAugment',
+           'MultiCrop', 'multicrop_transform', 'hue_rotate', 'color_distort', 'gaussian_blur', 'BatchMultiCrop']
 
 # %% ../nbs/03d_augment.ipynb #b59f5f48
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -153,7 +153,7 @@ def roi_crop(
     flip: torch.Tensor | None = None,  # (B,) bool: mirror the crop horizontally
     transpose: torch.Tensor | None = None,  # (B,) bool: transpose the crop (before mirroring)
 ) -> torch.Tensor:
-    "Each box cut and resized to `size`² by one `roi_align` (bilinear, ⌈box/size⌉² samples a pixel); float (B,C,s,s)."
+    "Each box cut and resized to `size`² by one `roi_align` (bilinear, ⌈box/size⌉² samples); float (B,C,s,s)."
     from torchvision.ops import roi_align
 
     b = boxes.to(x.device, torch.float64)

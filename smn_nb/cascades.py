@@ -7,13 +7,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from sklearn.mixture import GaussianMixture
+
+if TYPE_CHECKING:  # imported where a mixture is fitted or rebuilt: scikit-learn takes a second to import
+    from sklearn.mixture import GaussianMixture
 
 from .masking import MaskSet, apply_masks, masked_tensors, param_shapes
 from .probes import embed, knn_accuracy, linear_probe
@@ -21,8 +23,8 @@ from .selfsup import SwAVObjective
 from .swav import swav_epochs
 
 # %% auto #0
-__all__ = ['Router', 'fit_router', 'fuse', 'whiten', 'cascade_metrics', 'forward_passes', 'backbone_weights', 'storage_beta',
-           'expert_epochs', 'init_expert', 'embed_members']
+__all__ = ['Router', 'fit_router', 'fuse', 'whiten', 'cascade_metrics', 'forward_passes', 'backbone_weights',
+           'storage_beta', 'expert_epochs', 'init_expert', 'embed_members']
 
 # %% ../nbs/08_cascades.ipynb #200715ae
 def _gmm_state(g: GaussianMixture) -> dict[str, torch.Tensor]:
@@ -39,6 +41,8 @@ def _gmm_from_state(d: dict, seed: int) -> GaussianMixture:
         torch.as_tensor(d[f"gmm_{k}"], dtype=torch.float64).numpy()
         for k in ("weights", "means", "covariances", "precisions_cholesky")
     )
+    from sklearn.mixture import GaussianMixture
+
     g = GaussianMixture(len(w), covariance_type="full", random_state=seed)
     g.weights_, g.means_, g.covariances_, g.precisions_cholesky_ = w, m, c, pc
     g.precisions_ = pc @ pc.transpose(0, 2, 1)
@@ -113,6 +117,8 @@ def fit_router(
         raise ValueError(f"n_components={n_components} must be in [1, N={len(x)}]")
     U, S, V = _pca(x, q, niter, seed, "q")
     u = U.double().numpy()
+    from sklearn.mixture import GaussianMixture
+
     gmm = GaussianMixture(n_components, random_state=seed).fit(u)
     return Router(x.mean(0), V, S, gmm, seed, torch.from_numpy(gmm.predict(u)).long())
 

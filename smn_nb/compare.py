@@ -108,9 +108,7 @@ def plot_comparison(df: pd.DataFrame, title: str = ""):
     a.errorbar(t["mean"], y, xerr=t["std"], fmt="o", capsize=3)
     for yi, m in zip(y, t["mean"]):
         a.annotate(f"{m:.3f}", (m, yi), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
-    a.set(
-        yticks=y, yticklabels=t.index, xlabel=f"test accuracy (mean ± std over {int(t.seeds.max())} seeds)", title=title
-    )
+    a.set(yticks=y, yticklabels=t.index, xlabel=f"test accuracy (mean ± std, {int(t.seeds.max())} seeds)", title=title)
     k = t["kbit"].to_numpy()
     pos = k > 0  # nothing stored: no bar, the word "none"
     lo = k[pos].min() / 10 if pos.any() else 0.1

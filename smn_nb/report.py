@@ -21,8 +21,8 @@ from .selfsup import SWAV
 from .compare import stored_bits
 
 # %% auto #0
-__all__ = ['PERCENT', 'FIGURES', 'PARTS', 'HEADLINE_METHODS', 'CONTROLS', 'HEADLINE', 'GAINS', 'metric_values', 'fill_cells',
-           'cell_parts', 'wide', 'to_markdown', 'to_latex', 'styled', 'report_tables', 'table_sentence',
+__all__ = ['PERCENT', 'FIGURES', 'PARTS', 'HEADLINE_METHODS', 'CONTROLS', 'HEADLINE', 'GAINS', 'metric_values',
+           'fill_cells', 'cell_parts', 'wide', 'to_markdown', 'to_latex', 'styled', 'report_tables', 'table_sentence',
            'method_colours', 'plot_low_shot', 'low_shot_sentence', 'used_records', 'readouts', 'plot_methods',
            'methods_sentence', 'plot_ablations', 'ablations_sentence', 'layer_table', 'plot_layers', 'layers_sentence',
            'tradeoff', 'plot_tradeoff', 'tradeoff_sentence', 'repro_points', 'plot_repro', 'repro_sentence',
@@ -679,7 +679,8 @@ def repro_sentence(pts: pd.DataFrame, tol: float = 0.02) -> str:
         return "Not drawn: no cell has both our number and the paper's (the mini profile has no Δ by design)."
     d = pts.ours - pts.paper
     return (
-        f"{len(d)} cells: ours − paper is {d.mean():+.3f} on average; {(d.abs() <= tol).mean():.0%} are within ±{tol}, "
+        f"{len(d)} cells: ours − paper is {d.mean():+.3f} on average; "
+        f"{(d.abs() <= tol).mean():.0%} are within ±{tol}, "
         f"{(d < -tol).sum()} below and {(d > tol).sum()} above."
     )
 
@@ -930,7 +931,8 @@ def headline_markdown(h: pd.DataFrame) -> str:
     "The headline as a Markdown table: a row per readout, a column per dataset, mean ± std (seeds)."
     if h.empty:
         return ""
-    f = lambda r: "—" if pd.isna(r.ours) else f"{r.ours:.3f}" + (f" ± {r['std']:.3f}" if r.n > 1 else "") + f" ({r.n})"
+    spread = lambda r: f" ± {r['std']:.3f}" if r.n > 1 else ""
+    f = lambda r: "—" if pd.isna(r.ours) else f"{r.ours:.3f}" + spread(r) + f" ({r.n})"
     w = h.assign(cell=h.apply(f, axis=1)).pivot_table(
         index="row", columns="dataset", values="cell", aggfunc="first", sort=False
     )
@@ -995,9 +997,8 @@ def controls_markdown(t: pd.DataFrame) -> str:
     "`controls_table` as Markdown: mean ± std (seeds) of each control, each part ± its spread."
     if t.empty:
         return ""
-    gain = lambda r, g: (
-        "—" if pd.isna(r[g]) else f"{r[g]:+.3f}" + ("" if pd.isna(r[g + "_spread"]) else f" ± {r[g + '_spread']:.3f}")
-    )
+    spread = lambda r, g: "" if pd.isna(r[g + "_spread"]) else f" ± {r[g + '_spread']:.3f}"
+    gain = lambda r, g: "—" if pd.isna(r[g]) else f"{r[g]:+.3f}" + spread(r, g)
     head = ["model", "dataset", "readout", *CONTROLS, *(h for *_, h in GAINS)]
     rows = [
         [r.model, r.dataset, r.readout] + [_mean_cell(r, c) for c in CONTROLS] + [gain(r, g) for g, *_ in GAINS]

@@ -52,7 +52,9 @@ def run_loaders(p: dict, hp: HParams, spec, device):
     va = DS.get_dataset(p["dataset"], "val", root) if hp.train_split == "train" else None  # trainval: none held out
     lab = label_indices(tr.targets, p["label_fraction"], hp.label_policy, p["seed"])
     size, kw = spec.input_size, dict(root=root, num_workers=p["num_workers"], device=device)  # None: default workers
-    if p["method"] in SWAV_METHODS:  # all training images, unlabelled: SwAV's multi-crop on the device
+    if method_info(p["method"]).family in ("probe", "control"):  # nothing trains: no training batches
+        train, augment = None, None
+    elif p["method"] in SWAV_METHODS:  # all training images, unlabelled: SwAV's multi-crop on the device
         sw = hp.swav
         train, augment = ST.selfsup_train_loader(
             tr, size, spec.mean, sw.multicrop_std, bs, seed=p["seed"], **kw, **sw.multicrop
