@@ -110,6 +110,7 @@ def execute_notebook(given: dict, cwd: str | None = None) -> Path:
             log_output=True,
             progress_bar=False,
             cwd=cwd or os.getcwd(),  # relative data_dir/weights mean what they meant there
+            shutdown_kernel="immediate",  # every cell has run: a graceful exit of torch's kernel costs ~2.5 s
             **quiet,
         )
     except pm.PapermillExecutionError as e:

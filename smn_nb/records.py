@@ -258,6 +258,7 @@ def load_results(runs_dir: str | Path | None = None, finished_only: bool = True)
                 **(r["params"] or {}),
                 **_flat(r["hparams"] or {}, "hp_"),
                 **(r["metrics"] or {}),
+                **_flat(r["env"] or {}, "env_"),  # library versions and commit: env_torch, env_git_commit, ...
                 "epochs_done": len(r["history"] or []),
                 **{f"measured_{k}" if k in DEFAULTS else k: v for k, v in r.items() if k not in _NOT_COLUMNS},
             }

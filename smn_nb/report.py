@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .paper import ABLATIONS, PROFILES, ROW_LABELS, SPLIT_SIZES, OURS_CODEC
+from .paper import ABLATIONS, PROFILES, ROW_LABELS, SPLIT_SIZES, OURS_CODEC, Profile, stand_ins
 from .paper import method_label, profile_tables, resolve_run, same_params, table_cells  # noqa: F401
 from .spec import DEFAULTS
 from .records import READOUTS, load_results, metric_value, readout, source_checkout
@@ -28,7 +28,7 @@ __all__ = ['PERCENT', 'FIGURES', 'PARTS', 'HEADLINE_METHODS', 'CONTROLS', 'HEADL
            'tradeoff', 'plot_tradeoff', 'tradeoff_sentence', 'repro_points', 'plot_repro', 'repro_sentence',
            'budget_table', 'plot_budget', 'budget_sentence', 'write_tables', 'draw_figures', 'headline',
            'headline_sentence', 'headline_markdown', 'controls_table', 'controls_markdown', 'controls_sentence',
-           'profile_setup', 'report_markdown', 'write_report', 'show_report']
+           'environment_line', 'profile_setup', 'report_markdown', 'write_report', 'show_report']
 
 # %% ../nbs/14_report.ipynb #acae54e37e7d407bbb7b55eff062a284
 PERCENT = ("percent_active", "percent_zeroed", "percent_size_reduction")  # metrics shown in percent
@@ -199,7 +199,7 @@ def report_tables(df: pd.DataFrame, profile: str = "mini", overrides: dict | Non
 
 # %% ../nbs/14_report.ipynb #22af1145
 def _order(s: pd.Series) -> str:
-    return " > ".join(f"{k[1]} ({v:.3f})" for k, v in s.sort_values(ascending=False).items())
+    return " > ".join(f"{k} ({v:.3f})" for k, v in s.sort_values(ascending=False).items())
 
 
 def _best(cells: pd.DataFrame) -> str:
@@ -255,11 +255,13 @@ def _ranking(cells: pd.DataFrame) -> str:
         index=["model", "method"], columns=["dataset", "fraction"], values="ours", aggfunc="first"
     ).dropna(axis=1)
     paper = acc.groupby(["model", "method"]).paper.mean().dropna()
-    ours = "no column has every method yet" if w.empty else _order(w.mean(axis=1))
+    name = (lambda k: f"{k[1]} on {k[0]}") if acc.model.nunique() > 1 else (lambda k: k[1])  # several stand-ins
+    named = lambda s: s.set_axis([name(k) for k in s.index])
+    ours = "no column has every method yet" if w.empty else _order(named(w.mean(axis=1)))
     return (
         " The paper's numbers stand for other backbones and data (≈: their mean), so no Δ is computed; "
         "the order of the methods is what "
-        f"carries over — ours: {ours}; the paper's: {_order(paper) if len(paper) else 'none in this table'}."
+        f"carries over — ours: {ours}; the paper's: {_order(named(paper)) if len(paper) else 'none in this table'}."
     )
 
 # %% ../nbs/14_report.ipynb #b9c1f60d
@@ -827,6 +829,9 @@ def budget_sentence(
                 a, b = g.iloc[0], g.iloc[-1]
                 ends = f"from {a:+.3f} at {_images(g.index[0])} images to {b:+.3f} at {_images(g.index[-1])}"
                 parts.append(f"{name} goes {ends}: {_trend(a, b, tol)}")
+        act = x.set_axis(x.images.to_numpy()).active_frac.dropna()
+        if len(act) > 1:
+            parts.append(f"SMN's active fraction {act.iloc[0]:.1%} → {act.iloc[-1]:.1%}")
         out.append(f"{mo}: " + ("; ".join(parts) or "no frozen run to compare") + ".")
     return " ".join(out) or "No SMN run yet: STN alone."
 
@@ -899,7 +904,9 @@ HEADLINE = (
 
 
 def headline(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    "Rows of `HEADLINE` × (model, dataset) columns: mean, std and seeds of each, from the filled tables."
+    "Rows of `HEADLINE` × (model, dataset) on the backbone(s) of Table 2's SMN: mean, std and seeds of each."
+    t2 = tables.get("published/table2")
+    models = None if t2 is None else set(t2[t2.method == "SMN"].model)
     rows = [
         c._asdict() | dict(row=name)
         for name, t, m, metric in HEADLINE
@@ -907,6 +914,7 @@ def headline(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         for c in tables[t][
             (tables[t].method == m) & (tables[t].metric == metric) & (tables[t].fraction == 1.0)
         ].itertuples(index=False)
+        if models is None or c.model in models
     ]
     return pd.DataFrame(rows, columns=["row", "model", "dataset", "ours", "std", "n"])
 
@@ -1038,6 +1046,46 @@ def controls_sentence(t: pd.DataFrame) -> str:
     return " ".join(out)
 
 # %% ../nbs/14_report.ipynb #1177543f
+def _models_line(prof: Profile) -> str:
+    "Which backbone stands for which of the paper's, and which are left out."
+    if isinstance(prof.model, str):
+        return f"Every backbone is `{prof.model}`"
+    m = stand_ins(prof)
+    left = f"; left out: {', '.join(m[None])}" if None in m else ""
+    return (
+        "Each of the paper's backbones runs on its stand-in: "
+        + "; ".join(f"{', '.join(ps)} → `{s}`" for s, ps in m.items() if s)
+        + left
+    )
+
+
+def _seeds_line(prof: Profile) -> str:
+    "How many seeds which runs get."
+    seeds, tables = ", ".join(map(str, prof.seeds)), ", ".join(prof.headline or ("every table",))
+    if prof.headline_seeds is None:
+        return f"Seeds {seeds} in {tables}; one seed elsewhere."
+    name = lambda k: k if isinstance(k, str) else f"{k[1]} on {k[0]}"
+    per = ", ".join(f"{name(k)} {n}" for k, n in prof.headline_seeds.items())
+    return f"Seeds (of {seeds}) in {tables}: {per}; every other run one seed."
+
+
+def _on_fewer(table_datasets: dict) -> str:
+    "Which tables run on fewer datasets: one sentence per set of datasets."
+    by = {}
+    for t, ds in table_datasets.items():
+        by.setdefault(tuple(ds), []).append(t)
+    return " ".join(f"{', '.join(ts)} run{'s' * (len(ts) == 1)} on {', '.join(ds)} alone." for ds, ts in by.items())
+
+
+def environment_line(df: pd.DataFrame) -> str:
+    "The library versions and commit the records were made with; where they differ, each with its count of records."
+    cols = [c for c in df.columns if c.startswith("env_") and c != "env_cuda"]
+    if df.empty or not cols:
+        return "no versions recorded"
+    one = lambda c: ", ".join(f"{v} ({n})" if df[c].nunique() > 1 else str(v) for v, n in df[c].value_counts().items())
+    return "; ".join(f"{c[4:].replace('git_', '')} {one(c)}" for c in cols)
+
+
 def profile_setup(profile: str, df: pd.DataFrame) -> str:
     "Markdown: what the profile substitutes, its budgets and SwAV settings, the records' time and collapse flags."
     prof = PROFILES[profile]
@@ -1047,7 +1095,7 @@ def profile_setup(profile: str, df: pd.DataFrame) -> str:
     epochs = ", ".join(f"{d}: {OFFLINE_EPOCHS[d][0]}/{OFFLINE_EPOCHS[d][1]}" for d in (prof.datasets or ()))
     out = [
         f"Records: {len(df)}, {minutes:.0f} minutes of training and evaluation in them; "
-        f"{flagged} of {len(ssl)} self-supervised runs flagged by the collapse watch."
+        f"{flagged} of {len(ssl)} self-supervised runs flagged by the collapse watch. Made with {environment_line(df)}."
     ]
     if prof.model is None:
         return "\n".join(out)
@@ -1055,14 +1103,16 @@ def profile_setup(profile: str, df: pd.DataFrame) -> str:
     sw = "; ".join(f"{k} {kv(SWAV[k])} → {kv(OFFLINE_SWAV[k])}" for k in SWAV if SWAV[k] != OFFLINE_SWAV[k])
     return "\n".join(
         [
-            f"- Every backbone is `{prof.model}`; every dataset each of {', '.join(prof.datasets)} "
+            f"- {_models_line(prof)}; every dataset each of {', '.join(prof.datasets)} "
             f"({epochs} supervised/self-supervised epochs, "
             "about the same images on each); the low-shot label fractions are "
             + ", ".join(map(str, prof.fractions))
             + ".",
-            f"- Seeds {', '.join(map(str, prof.seeds))} for {', '.join(prof.headline)} "
-            f"({', '.join(prof.headline_methods)}); one seed elsewhere. "
-            + " ".join(f"{t} runs on {', '.join(d)} alone." for t, d in prof.table_datasets.items()),
+            f"- {_seeds_line(prof)} "
+            + _on_fewer(prof.table_datasets or {})
+            + (
+                f" Run only when named (`smn-sweep --tables`): {', '.join(prof.on_request)}." if prof.on_request else ""
+            ),
             f"- SwAV at 32 px (paper → here): {sw}. {prof.setup}",
             f"- {out[0]}",
         ]
@@ -1090,7 +1140,7 @@ def report_markdown(tables: dict, figs: dict, profile: str, df: pd.DataFrame) ->
     out = [f"# Report: profile `{profile}`", "", profile_setup(profile, df), ""]
     out += (
         [
-            "## Headline: the self-supervised mask against the frozen backbone",
+            f"## Headline: the self-supervised mask against the frozen backbone ({', '.join(dict.fromkeys(h.model))})",
             "",
             headline_sentence(h),
             "",

@@ -472,7 +472,10 @@ def status_table(grid: list[GridRun], root: Path, status: dict | None = None) ->
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="smn-sweep", description="Run the experiments a profile's tables need.")
     ap.add_argument("--profile", default="paper", choices=list(PROFILES), help="paper: the real grid; mini: offline")
-    ap.add_argument("--tables", help="comma-separated table ids, e.g. published/table2,published/fig3 (default: all)")
+    ap.add_argument(
+        "--tables",
+        help="comma-separated table ids, e.g. published/table2,published/fig3 (default: all but on-request ones)",
+    )
     ap.add_argument("--runs", help="comma-separated run-id patterns, e.g. 'digits_*_SMC_*' (with their prerequisites)")
     ap.add_argument("--limit", type=int, help="only the first N runs asked for (and their prerequisites)")
     ap.add_argument("--executor", default="local", choices=EXECUTORS)
@@ -629,7 +632,7 @@ def sweep_cli(argv: list[str] | None = None):
     tables = args.tables.split(",") if args.tables else None
     runs = args.runs.split(",") if args.runs else None
     try:
-        grid = select(paper_grid(args.profile, overrides=given), tables, args.limit, runs)
+        grid = select(paper_grid(args.profile, overrides=given, tables=tables), tables, args.limit, runs)
         res = slurm_resources(args)
     except (TypeError, ValueError) as e:
         ap.error(str(e))

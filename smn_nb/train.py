@@ -517,6 +517,7 @@ def fit(
     augment: Callable | None = None,  # applied on the device to each batch's images (`batch[0]`), e.g. `BatchAugment`
     epoch_metrics: Sequence[Callable] = (active_fraction,),  # model -> dict, merged into each epoch's record
     nesterov: bool = False,  # Nesterov momentum
+    channels_last: bool = True,  # model and images channels-last (faster on GPUs and, measured, on CPUs too)
 ) -> FitResult:
     "Train with SGD, per-step schedules; checkpoint each epoch; resume from `checkpoint` if any; DDP under `torchrun`."
     device, extra, dist = torch.device(device), extra or {}, distributed()
@@ -529,7 +530,7 @@ def fit(
         )
     mode, cuda = progress_mode(progress) if _lead(dist) else None, device.type == "cuda"
     model.to(device)
-    if cuda:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     for m in extra.values():
         m.to(device)
@@ -546,7 +547,7 @@ def fit(
         loss_fn,
         device,
         cuda if amp is None else amp,
-        cuda,
+        channels_last,
         after_backward,
         on_step,
         Path(checkpoint) if checkpoint else None,
