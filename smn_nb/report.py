@@ -1073,7 +1073,7 @@ def _on_fewer(table_datasets: dict) -> str:
     "Which tables run on fewer datasets: one sentence per set of datasets."
     by = {}
     for t, ds in table_datasets.items():
-        by.setdefault(tuple(ds), []).append(t)
+        by.setdefault(tuple(ds), []).append(t if isinstance(t, str) else f"{t[1]} in {t[0]}")
     return " ".join(f"{', '.join(ts)} run{'s' * (len(ts) == 1)} on {', '.join(ds)} alone." for ds, ts in by.items())
 
 
