@@ -293,6 +293,7 @@ def pretrain_fashion_mnist(
     model, history, steps, obj = _train(spec, objective, xtr, ytr, seed=seed, swav=sw, progress=progress, **hp)
     train_s, train_cpu = time.time() - t0, time.process_time() - c0
     net_sd, head_sd = _half(model.backbone.net.state_dict()), _half(model.head.state_dict())
+    model.to(memory_format=torch.contiguous_format)  # `fit` trains channels-last; a reloaded file is contiguous
     load_weights(model.backbone.net, clean_state_dict(net_sd))
     load_weights(model.head, clean_state_dict(head_sd))  # evaluate the file as shipped
     res = {}
