@@ -65,24 +65,40 @@ class RunInProgress(RuntimeError):
     "Another process is doing this run right now."
 
 
+def _acquired(lock: FileLock, folder: Path, wait: bool) -> bool:
+    "Take `lock` now, or (`wait`) once its holder lets go; False if it is held and we may not wait."
+    try:
+        lock.acquire(timeout=0)
+        return True
+    except Timeout:
+        if not wait:
+            return False
+    print(f"waiting for {folder.name}: another process holds {folder / '.lock'}", flush=True)
+    lock.acquire()
+    return True
+
+
 @contextmanager
-def run_lock(folder: str | Path):
+def run_lock(
+    folder: str | Path,
+    wait: bool = False,  # another process holds it: wait for it (a prerequisite two runs share), not fail
+):
     "Create `folder`, check it can be written, and hold its run lock for the duration."
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock = FileLock(folder / ".lock")
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RunInProgress(
-            f"run {folder.name} is in progress in another process (it holds {folder / '.lock'}); "
-            f"its record will appear in {folder}"
-        ) from None
+        got = _acquired(lock, folder, wait)
     except OSError as e:
         raise OSError(
             f"cannot write run results to {folder}: {e.strerror or e}; "
             f"set runs_dir (or $SMN_NB_RUNS) to a writable folder"
         ) from e
+    if not got:
+        raise RunInProgress(
+            f"run {folder.name} is in progress in another process (it holds {folder / '.lock'}); "
+            f"its record will appear in {folder}"
+        )
     try:
         yield folder
     finally:

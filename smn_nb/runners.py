@@ -322,7 +322,7 @@ def _supervised_run(p, hp, spec, backbone, L, device, out):
 # %% ../nbs/10c_runners.ipynb #5cef4bf1
 def _expert(p, hp, spec, L, device, k: int, idx, start: dict, folder: Path) -> Path:
     "Expert `k`: SwAV on the images `idx` from the dispatcher's scores and head (`start`); done, resumed or trained."
-    with run_lock(folder):
+    with run_lock(folder, wait=True):  # cascades that differ only after the experts share them
         if finished_record(folder):
             return folder
         bs, n = p["batch_size"], len(idx)
