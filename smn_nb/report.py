@@ -194,8 +194,10 @@ def styled(cells: pd.DataFrame, tol: float = 0.01, caption: str = ""):
 
 # %% ../nbs/14_report.ipynb #8173d507
 def report_tables(df: pd.DataFrame, profile: str = "mini", overrides: dict | None = None) -> dict[str, pd.DataFrame]:
-    "Filled cells of every table and figure id of the profile, from the records `df`."
-    return {t: fill_cells(table_cells(t, profile, overrides), df) for t in profile_tables(profile)}
+    "Filled cells of every table of the profile, and of each table it serves on request once one of its runs finished."
+    asked = set(profile_tables(profile))
+    tabs = {t: fill_cells(table_cells(t, profile, overrides), df) for t in profile_tables(profile, on_request=True)}
+    return {t: cs for t, cs in tabs.items() if t in asked or (cs.n > 0).any()}
 
 # %% ../nbs/14_report.ipynb #22af1145
 def _order(s: pd.Series) -> str:
