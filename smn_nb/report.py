@@ -193,11 +193,17 @@ def styled(cells: pd.DataFrame, tol: float = 0.01, caption: str = ""):
     return w.style.apply(colour, axis=0).set_caption(caption)
 
 # %% ../nbs/14_report.ipynb #8173d507
+def _runs_own(cs: pd.DataFrame, others: set) -> bool:
+    "Whether a cell of `cs` that none of the runs `others` fills has a finished run."
+    return any(n > 0 and not set(ids) <= others for n, ids in zip(cs.n, cs.run_ids))
+
+
 def report_tables(df: pd.DataFrame, profile: str = "mini", overrides: dict | None = None) -> dict[str, pd.DataFrame]:
-    "Filled cells of every table of the profile, and of each table it serves on request once one of its runs finished."
+    "Filled cells of every table of the profile, and of each it serves on request once a run of its own finished."
     asked = set(profile_tables(profile))
     tabs = {t: fill_cells(table_cells(t, profile, overrides), df) for t in profile_tables(profile, on_request=True)}
-    return {t: cs for t, cs in tabs.items() if t in asked or (cs.n > 0).any()}
+    others = {r for t in asked for ids in tabs[t].run_ids for r in ids}
+    return {t: cs for t, cs in tabs.items() if t in asked or _runs_own(cs, others)}
 
 # %% ../nbs/14_report.ipynb #22af1145
 def _order(s: pd.Series) -> str:
