@@ -650,9 +650,10 @@ def tradeoff_sentence(t: pd.DataFrame, tol: float = 0.01) -> str:
     out = []
     for (mo, ds), x in t.groupby(["model", "dataset"], sort=False):
         b, s = x.loc[x.acc.idxmax()], x[x.acc >= x.acc.max() - tol].sort_values("bits").iloc[0]
+        where = ds if t.model.nunique() == 1 else f"{ds} ({mo})"  # several stand-ins
         out.append(
-            f"{ds}: best {b.method} ({b.readout}) {b.acc:.3f} with {b.bits / 8e3:,.1f} kB; smallest within {tol} of it "
-            f"{s.method} ({s.readout}) {s.acc:.3f} with {s.bits / 8e3:,.1f} kB"
+            f"{where}: best {b.method} ({b.readout}) {b.acc:.3f} with {b.bits / 8e3:,.1f} kB; "
+            f"smallest within {tol} of it {s.method} ({s.readout}) {s.acc:.3f} with {s.bits / 8e3:,.1f} kB"
         )
     return "; ".join(out) + "."
 
