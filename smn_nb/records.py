@@ -4,7 +4,7 @@
 
 # %% ../nbs/10b_records.ipynb #d555a06b
 from __future__ import annotations
-import json, math, os
+import gzip, json, math, os
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,9 +18,10 @@ from .spec import DEFAULTS
 
 # %% auto #0
 __all__ = ['SCHEMA', 'ADAPTATION_FIELDS', 'METRIC_NAMES', 'RECORD_SHAPE', 'READOUTS', 'PAPER_METRICS',
-           'source_checkout', 'runs_root', 'upgrade_record', 'read_record', 'finished_record', 'RunInProgress',
-           'run_lock', 'Record', 'shaped', 'Readout', 'readout', 'metric_value', 'run_warnings', 'nonfinite_fields',
-           'load_results', 'summary', 'plot_history', 'plot_active_fraction']
+           'RECORDS_ARCHIVE', 'source_checkout', 'runs_root', 'upgrade_record', 'read_record', 'finished_record',
+           'RunInProgress', 'run_lock', 'Record', 'shaped', 'Readout', 'readout', 'metric_value', 'run_warnings',
+           'nonfinite_fields', 'records_in', 'archive_records', 'load_results', 'summary', 'plot_history',
+           'plot_active_fraction']
 
 # %% ../nbs/10b_records.ipynb #fa5ff202
 def source_checkout() -> Path | None:
@@ -246,6 +247,32 @@ def nonfinite_fields(rec: dict) -> list[str]:
     }
     return [k for k, v in vals.items() if isinstance(v, float) and not math.isfinite(v)]
 
+# %% ../nbs/10b_records.ipynb #c4a1e7b0
+RECORDS_ARCHIVE = "records.jsonl.gz"  # a report's records beside its tables: one JSON record per line, by run id
+
+
+def records_in(source: str | Path | None = None) -> list[dict]:
+    "The records (upgraded, any status) of a runs folder (`<run>/result.json`) or of a records archive, by run id."
+    if source is not None and Path(source).is_file():
+        if not str(source).endswith(".jsonl.gz"):
+            raise ValueError(f"{source} is a file: give a runs folder or a records archive (*.jsonl.gz)")
+        with gzip.open(source, "rt") as f:
+            recs = [upgrade_record(json.loads(line)) for line in f]
+    else:
+        recs = [read_record(f.parent) for f in sorted(runs_root(source).glob("*/result.json"))]
+    return sorted((r for r in recs if r is not None), key=lambda r: r.get("run_id") or "")
+
+
+def archive_records(
+    runs_dir: str | Path | None,  # a runs folder (`runs_root`) or an archive
+    path: str | Path,  # the archive to write: gzip without a timestamp, so the same records give the same bytes
+) -> int:
+    "Write every finished record of `runs_dir` to one gzipped JSON-lines file (no code, no tensors); how many."
+    recs = [r for r in records_in(runs_dir) if r.get("status", "finished") == "finished"]
+    text = "".join(json.dumps(r) + "\n" for r in recs)
+    Path(path).write_bytes(gzip.compress(text.encode(), mtime=0))
+    return len(recs)
+
 # %% ../nbs/10b_records.ipynb #f88c2793
 def _flat(d: dict, prefix: str = "") -> dict:
     "Nested dicts as one level, keys joined by `_`."
@@ -261,12 +288,14 @@ def _flat(d: dict, prefix: str = "") -> dict:
 _NOT_COLUMNS = ("params", "hparams", "metrics", "history", "env")
 
 
-def load_results(runs_dir: str | Path | None = None, finished_only: bool = True) -> pd.DataFrame:
+def load_results(
+    runs_dir: str | Path | None = None,  # a runs folder (`runs_root`) or a records archive (`archive_records`)
+    finished_only: bool = True,
+) -> pd.DataFrame:
     "Every record under `runs_dir`, one row each: parameters, `hp_*`, metrics and every other field of the record."
     rows = []
-    for f in sorted(runs_root(runs_dir).glob("*/result.json")):
-        r = read_record(f.parent)
-        if r is None or (finished_only and r.get("status", "finished") != "finished"):
+    for r in records_in(runs_dir):
+        if finished_only and r.get("status", "finished") != "finished":
             continue
         r = {**RECORD_SHAPE, **r}
         rows.append(

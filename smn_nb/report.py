@@ -14,7 +14,15 @@ import pandas as pd
 from .paper import ABLATIONS, PROFILES, ROW_LABELS, SPLIT_SIZES, OURS_CODEC, Profile, stand_ins
 from .paper import method_label, profile_tables, resolve_run, same_params, table_cells  # noqa: F401
 from .spec import DEFAULTS
-from .records import READOUTS, load_results, metric_value, readout, source_checkout
+from smn_nb.records import (
+    READOUTS,
+    RECORDS_ARCHIVE,
+    archive_records,
+    load_results,
+    metric_value,
+    readout,
+    source_checkout,
+)
 from .methods import SWAV_METHODS, method_info, methods_of
 from .protocol import OFFLINE_SWAV, OFFLINE_EPOCHS
 from .selfsup import SWAV
@@ -719,6 +727,16 @@ def _one_budget(x: pd.DataFrame) -> pd.DataFrame:
     n = e.value_counts()
     return x[e == n[n == n.max()].index.max()]  # ties: the longest
 
+
+def _at_default_budget(d: pd.DataFrame) -> pd.DataFrame:
+    "`d` less the runs at a budget of their own (`epochs` set) of a (model, dataset, label) also run at the default."
+    if d.empty or "epochs" not in d:
+        return d
+    key = ["model", "dataset", "label"]
+    default = pd.MultiIndex.from_frame(d.loc[d.epochs.isna(), key])
+    own = d.epochs.notna() & pd.MultiIndex.from_frame(d[key]).isin(default)
+    return d[~own.to_numpy()]
+
 # %% ../nbs/14_report.ipynb #b4da8bf1
 CONTROLS = ("frozen", "bn", "random", "SMN", "STN")  # the runs the BatchNorm-or-mask table compares
 
@@ -881,10 +899,10 @@ def _with_controls(used: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
 # %% ../nbs/14_report.ipynb #a12dfdca
 def draw_figures(tables: dict[str, pd.DataFrame], df: pd.DataFrame, profile: str, out: Path) -> dict[str, tuple]:
     "Every figure of the report: name -> (PNG path or None, sentence)."
-    used = used_records(df, tables)
+    used = _at_default_budget(used_records(df, tables))  # a longer budget is the budget curve's alone
     figs = {t: (plot_low_shot(cs, t), low_shot_sentence(cs)) for t, cs in tables.items() if t in FIGURES}
     lt = layer_table(used[used.method.isin(["M", "SMN", "topk", "SMC"])] if len(used) else used)
-    more = _with_controls(used, df)  # the controls no table asks for: bars and trade-off
+    more = _at_default_budget(_with_controls(used, df))  # the controls no table asks for: bars and trade-off
     tt, bt = tradeoff(more), budget_table(df)
     figs |= {
         "methods": (plot_methods(more, f"the paper's comparison at all labels ({profile})"), methods_sentence(more)),
@@ -1180,9 +1198,11 @@ def write_report(
     out_dir: str | Path | None = None,  # None: figures/<profile> in the source checkout (else the working folder)
     overrides: dict | None = None,  # run parameters the sweep set for every run (e.g. epochs=1)
 ) -> dict:
-    "Write every table (Markdown, LaTeX), every figure (PNG, PDF) and `REPORT.md`; return tables, figures and paths."
+    "Write every table (Markdown, LaTeX), figure (PNG, PDF), `REPORT.md` and the records archive; return what it wrote."
     out = Path(out_dir) if out_dir is not None else (source_checkout() or Path.cwd()) / "figures" / profile
     df = load_results(runs_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    archive_records(runs_dir, out / RECORDS_ARCHIVE)  # the numbers' records, to re-render or check without a run
     tables = report_tables(df, profile, overrides)
     paths = write_tables(tables, out)
     figs = draw_figures(tables, df, profile, out)

@@ -6,15 +6,19 @@ rendered that moves a published number fails here. When a change is meant to alt
 review the diff:
 
     python tests/test_report_golden.py --update
+
+The committed mini-paper is held the same way: figures/mini/tables must be what figures/mini/records.jsonl.gz (its runs'
+records, written by the report) renders to; the README's report command writes both.
 """
 
 import sys
 from pathlib import Path
 
-from smn_nb.records import load_results
+from smn_nb.records import RECORDS_ARCHIVE, load_results
 from smn_nb.report import report_tables, write_tables
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
+MINI = Path(__file__).resolve().parents[1] / "figures" / "mini"  # the committed mini-paper
 
 
 def render(out: Path) -> list[Path]:
@@ -39,6 +43,17 @@ def test_the_stored_records_fill_cells():
     for rec in recs.itertuples():
         if rec.method in ("knn", "lp", "M", "FFT"):
             assert f"{rec.test_acc:.3f}" in table1, (rec.method, rec.test_acc)
+
+
+def test_the_committed_mini_paper_renders_from_its_records(tmp_path):
+    "figures/mini/tables are exactly what the records archive beside them renders to: no number drifts from its runs."
+    recs = load_results(MINI / RECORDS_ARCHIVE)
+    assert len(recs) > 100 and set(recs.model) == {"resnet-fmnist", "resnet-fmnist-swav"}
+    write_tables(report_tables(recs, "mini"), tmp_path)
+    got, want = sorted((tmp_path / "tables").iterdir()), sorted((MINI / "tables").iterdir())
+    assert [p.name for p in got] == [p.name for p in want]
+    for g, w in zip(got, want):
+        assert g.read_text() == w.read_text(), f"figures/mini/tables/{w.name} is not what its records render to"
 
 
 if __name__ == "__main__" and "--update" in sys.argv:
