@@ -11,6 +11,7 @@ The committed mini-paper is held the same way: figures/mini/tables must be what 
 records, written by the report) renders to; the README's report command writes both.
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from smn_nb.records import RECORDS_ARCHIVE, load_results
 from smn_nb.report import report_tables, write_tables
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-MINI = Path(__file__).resolve().parents[1] / "figures" / "mini"  # the committed mini-paper
+ROOT = Path(__file__).resolve().parents[1]
+MINI = ROOT / "figures" / "mini"  # the committed mini-paper
 
 
 def render(out: Path) -> list[Path]:
@@ -54,6 +56,17 @@ def test_the_committed_mini_paper_renders_from_its_records(tmp_path):
     assert [p.name for p in got] == [p.name for p in want]
     for g, w in zip(got, want):
         assert g.read_text() == w.read_text(), f"figures/mini/tables/{w.name} is not what its records render to"
+
+
+def test_the_readme_quotes_the_committed_mini_paper():
+    "Every number in the README's mini-paper headline is one REPORT.md prints, sign and all."
+    block = re.search(r"<!-- mini-headline.*?-->(.*?)<!-- /mini-headline -->", (ROOT / "README.md").read_text(), re.S)
+    assert block, "README.md has no <!-- mini-headline --> block"
+    nums = re.findall(r"[+-]?\d[\d,]*\.\d+", block.group(1))
+    assert len(nums) >= 20, nums
+    report = (MINI / "REPORT.md").read_text()
+    missing = [n for n in nums if n not in report]
+    assert not missing, f"README quotes numbers that figures/mini/REPORT.md does not print: {missing}"
 
 
 if __name__ == "__main__" and "--update" in sys.argv:
