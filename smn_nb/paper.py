@@ -369,7 +369,8 @@ def _sources(table: str, prof: Profile) -> list[dict]:
         fr = d.fractions if d.fractions == (1.0,) or prof.fractions is None else prof.fractions
         for m, q, ds, f in product(d.models, d.methods, d.datasets, fr):
             p = dict(model=m, dataset=ds, **q)
-            out.append(dict(model=m, method=method_label(p), dataset=ds, metric=metric if len(nums) else d.metric,
+            label = method_label(p) + (f" {q['epochs']} epochs" if "epochs" in q else "")  # a budget curve's rows
+            out.append(dict(model=m, method=label, dataset=ds, metric=metric if len(nums) else d.metric,
                             note="", fraction=f, value=np.nan, params=p))  # fmt: skip
     return out
 
