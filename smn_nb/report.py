@@ -798,6 +798,11 @@ def _frozen_line(ax, v: float, text: str, colour: str):
         )
 
 
+def _images(n: float) -> str:
+    "A count of images, short: 900, 23k, 1.2M."
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else f"{n:.0f}"
+
+
 def plot_budget(t: pd.DataFrame, title: str = ""):
     "Accuracy vs self-supervised images seen (log x): a line per method × readout, frozen dashed, a panel per model."
     from matplotlib.lines import Line2D
@@ -814,6 +819,9 @@ def plot_budget(t: pd.DataFrame, title: str = ""):
         for f in _BUDGET:
             _frozen_line(ax, x["frozen_" + f].iloc[0], f"frozen {readout(f).name}", col["frozen"])
         ax.set(xscale="log", title=mo, xlabel="self-supervised images seen (log)", ylabel="accuracy")
+        ticks = sorted(set(x.images))
+        ax.set_xticks(ticks, [_images(n) for n in ticks])
+        ax.minorticks_off()
     fig.suptitle(title)
     fig.tight_layout()
     line = lambda m, f: Line2D(
@@ -823,11 +831,6 @@ def plot_budget(t: pd.DataFrame, title: str = ""):
     return _key(fig, keys + [Line2D([], [], color=col["frozen"], ls="--", label="frozen")])
 
 # %% ../nbs/14_report.ipynb #312a0876
-def _images(n: float) -> str:
-    "A count of images, short: 900, 23k, 1.2M."
-    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else f"{n:.0f}"
-
-
 def _trend(a: float, b: float, tol: float) -> str:
     "Which way a gap to the frozen backbone moves from `a` to `b`."
     if abs(b - a) <= tol:
