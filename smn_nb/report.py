@@ -29,14 +29,14 @@ from .selfsup import SWAV
 from .compare import stored_bits
 
 # %% auto #0
-__all__ = ['PERCENT', 'FIGURES', 'PARTS', 'HEADLINE_METHODS', 'CONTROLS', 'HEADLINE', 'GAINS', 'metric_values',
-           'fill_cells', 'cell_parts', 'wide', 'to_markdown', 'to_latex', 'styled', 'report_tables', 'table_sentence',
-           'method_colours', 'plot_low_shot', 'low_shot_sentence', 'used_records', 'readouts', 'plot_methods',
-           'methods_sentence', 'plot_ablations', 'ablations_sentence', 'layer_table', 'plot_layers', 'layers_sentence',
-           'tradeoff', 'plot_tradeoff', 'tradeoff_sentence', 'repro_points', 'plot_repro', 'repro_sentence',
-           'budget_table', 'plot_budget', 'budget_sentence', 'write_tables', 'draw_figures', 'headline',
-           'headline_sentence', 'headline_markdown', 'controls_table', 'controls_markdown', 'controls_sentence',
-           'environment_line', 'profile_setup', 'report_markdown', 'write_report', 'show_report']
+__all__ = ['PERCENT', 'FIGURES', 'PARTS', 'HEADLINE_METHODS', 'TRADEOFF_METHODS', 'CONTROLS', 'HEADLINE', 'GAINS',
+           'metric_values', 'fill_cells', 'cell_parts', 'wide', 'to_markdown', 'to_latex', 'styled', 'report_tables',
+           'table_sentence', 'method_colours', 'plot_low_shot', 'low_shot_sentence', 'used_records', 'readouts',
+           'plot_methods', 'methods_sentence', 'plot_ablations', 'ablations_sentence', 'layer_table', 'plot_layers',
+           'layers_sentence', 'tradeoff', 'plot_tradeoff', 'tradeoff_sentence', 'repro_points', 'plot_repro',
+           'repro_sentence', 'budget_table', 'plot_budget', 'budget_sentence', 'write_tables', 'draw_figures',
+           'headline', 'headline_sentence', 'headline_markdown', 'controls_table', 'controls_markdown',
+           'controls_sentence', 'environment_line', 'profile_setup', 'report_markdown', 'write_report', 'show_report']
 
 # %% ../nbs/14_report.ipynb #acae54e37e7d407bbb7b55eff062a284
 PERCENT = ("percent_active", "percent_zeroed", "percent_size_reduction")  # metrics shown in percent
@@ -578,10 +578,16 @@ def layers_sentence(lt: pd.DataFrame) -> str:
     )
 
 # %% ../nbs/14_report.ipynb #ac12d742
-def tradeoff(d: pd.DataFrame) -> pd.DataFrame:
+TRADEOFF_METHODS = ("kNN", "LP", *HEADLINE_METHODS[1:])  # the trade-off figure: frozen's two readouts, the comparison
+
+
+def tradeoff(
+    d: pd.DataFrame,  # records (`load_results`)
+    methods: tuple[str, ...] | None = None,  # method labels to keep; None: every one
+) -> pd.DataFrame:
     "Mean over seeds of accuracy and stored bits per (model, dataset, method, readout), at all labels."
-    rows = []
-    for r in d[pd.to_numeric(d.label_fraction) == 1.0].to_dict("records"):
+    rows, d = [], d[pd.to_numeric(d.label_fraction) == 1.0]
+    for r in (d if methods is None else d[d.label.isin(methods)]).to_dict("records"):
         for f in dict.fromkeys([method_info(r["method"]).readout, "knn_acc"]):
             if not _measured(r.get(f)) or (f == "lp_acc" and not _measured(r.get("n_classes"))):
                 continue
@@ -629,20 +635,27 @@ _MARKERS = {"kNN": "o", "linear probe": "s", "own head": "^"}
 
 
 def plot_tradeoff(t: pd.DataFrame, title: str = ""):
-    "Accuracy vs stored bits (log x), points named by method (colour), marker = readout, a panel per dataset (model)."
+    "Accuracy vs stored bits (log x), points named by method (colour), marker = readout, a panel per (model, dataset)."
+    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
     if t.empty:
         return None
     t, col = t.assign(bits=t.bits.clip(lower=1)), method_colours(t.method)
-    panels = list(t.groupby(["model", "dataset"], sort=False))
-    fig, axs = _panels(len(panels), w=5, h=3.6)
+    models, dss = list(dict.fromkeys(t.model)), list(dict.fromkeys(t.dataset))
+    fig, grid = plt.subplots(
+        len(models), len(dss), figsize=(5 * len(dss), 3.6 * len(models)), squeeze=False, sharey=True
+    )
+    panels = list(t.groupby(["model", "dataset"], sort=False))  # a row per model, a column per dataset
+    axs = [grid[models.index(mo), dss.index(ds)] for (mo, ds), _ in panels]
     for ax, ((mo, ds), x) in zip(axs, panels):
         ax.errorbar(x.bits, x.acc, yerr=x["std"].fillna(0), fmt="none", ecolor="#aaa", zorder=1)
         for r in x.itertuples():
             ax.scatter(r.bits, r.acc, color=col[r.method], marker=_MARKERS[r.readout], s=40, zorder=2)
         ax.set(xscale="log", title=ds if t.model.nunique() == 1 else f"{ds} ({mo})", ylabel="accuracy")
         ax.set_xlabel("bits stored beside the backbone (log; none at 1)")
+    for ax in set(grid.flat) - set(axs):  # a (model, dataset) with no run
+        ax.set_visible(False)
     fig.suptitle(title)
     fig.tight_layout()
     for ax, (_, x) in zip(axs, panels):
@@ -906,7 +919,7 @@ def draw_figures(tables: dict[str, pd.DataFrame], df: pd.DataFrame, profile: str
     figs = {t: (plot_low_shot(cs, t), low_shot_sentence(cs)) for t, cs in tables.items() if t in FIGURES}
     lt = layer_table(used[used.method.isin(["M", "SMN", "topk", "SMC"])] if len(used) else used)
     more = _at_default_budget(_with_controls(used, df))  # the controls no table asks for: bars and trade-off
-    tt, bt = tradeoff(more), budget_table(df)
+    tt, bt = tradeoff(more, TRADEOFF_METHODS), budget_table(df)
     figs |= {
         "methods": (plot_methods(more, f"the paper's comparison at all labels ({profile})"), methods_sentence(more)),
         "ablations": (
