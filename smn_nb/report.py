@@ -917,7 +917,8 @@ def draw_figures(tables: dict[str, pd.DataFrame], df: pd.DataFrame, profile: str
     "Every figure of the report: name -> (PNG path or None, sentence)."
     used = _at_default_budget(used_records(df, tables))  # a longer budget is the budget curve's alone
     figs = {t: (plot_low_shot(cs, t), low_shot_sentence(cs)) for t, cs in tables.items() if t in FIGURES}
-    lt = layer_table(used[used.method.isin(["M", "SMN", "topk", "SMC"])] if len(used) else used)
+    learned = used[used.label.isin(["M", "SMN"])] if len(used) else used  # top-k: 50% by construction; ablations apart
+    lt = layer_table(learned)
     more = _at_default_budget(_with_controls(used, df))  # the controls no table asks for: bars and trade-off
     tt, bt = tradeoff(more, TRADEOFF_METHODS), budget_table(df)
     figs |= {
@@ -926,7 +927,10 @@ def draw_figures(tables: dict[str, pd.DataFrame], df: pd.DataFrame, profile: str
             plot_ablations(more, f"ablations and controls at all labels ({profile})"),
             ablations_sentence(more),
         ),
-        "active_per_layer": (plot_layers(lt, "switched off per masked tensor"), layers_sentence(lt)),
+        "active_per_layer": (
+            plot_layers(lt, "switched off per masked tensor: the learned masks (M, SMN)"),
+            layers_sentence(lt),
+        ),
         "tradeoff": (plot_tradeoff(tt, "accuracy vs adaptation size"), tradeoff_sentence(tt)),
         "budget": (plot_budget(bt, "accuracy vs self-supervised budget (digits)"), budget_sentence(bt)),
     }
