@@ -42,7 +42,7 @@ from smn_nb.records import (
 from . import backbones as B, datasets as DS, store as ST, probes as P, cascades as C
 
 # %% auto #0
-__all__ = ['RUNNERS', 'run_loaders', 'smn_density', 'random_masks', 'environment', 'execute_run']
+__all__ = ['RUNNERS', 'run_loaders', 'smn_density', 'random_masks', 'cpu_model', 'environment', 'execute_run']
 
 # %% ../nbs/10c_runners.ipynb #1b540924
 def run_loaders(p: dict, hp: HParams, spec, device):
@@ -472,8 +472,21 @@ RUNNERS = {
 }
 
 # %% ../nbs/10c_runners.ipynb #632d5ee3
+def cpu_model() -> str | None:
+    "The CPU's model name: the kernels it gets, and so a run's last bits, may differ from one CPU to another."
+    try:
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+    except OSError:
+        names = []
+    return (names[0] if names else platform.processor()) or None
+
+
 def environment() -> dict:
-    "Library versions, device and git commit, for the record."
+    "Library versions, device, CPU, threads and git commit, for the record."
     try:
         commit = (
             subprocess.run(
@@ -497,6 +510,8 @@ def environment() -> dict:
         python=platform.python_version(),
         git_commit=commit,
         cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        cpu=cpu_model(),
+        threads=torch.get_num_threads(),
     )
 
 
