@@ -15,9 +15,9 @@ from torchvision.transforms import v2
 from .datasets import as_rgb
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'train_transform', 'eval_transform', 'crop_resize', 'random_boxes',
-           'random_shifts', 'resized_sizes', 'rrc_boxes', 'roi_crop', 'centre_boxes', 'crop_stored', 'BatchAugment',
-           'MultiCrop', 'multicrop_transform', 'hue_rotate', 'color_distort', 'gaussian_blur', 'BatchMultiCrop']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'train_transform', 'eval_transform', 'crop_resize', 'random_boxes', 'random_shifts',
+           'resized_sizes', 'rrc_boxes', 'roi_crop', 'centre_boxes', 'crop_stored', 'BatchAugment', 'MultiCrop',
+           'multicrop_transform', 'hue_rotate', 'color_distort', 'gaussian_blur', 'BatchMultiCrop']
 
 # %% ../nbs/03d_augment.ipynb #b59f5f48
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

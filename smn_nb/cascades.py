@@ -23,8 +23,8 @@ from .selfsup import SwAVObjective
 from .swav import swav_epochs
 
 # %% auto #0
-__all__ = ['Router', 'fit_router', 'fuse', 'whiten', 'cascade_metrics', 'forward_passes', 'backbone_weights',
-           'storage_beta', 'expert_epochs', 'init_expert', 'embed_members']
+__all__ = ['Router', 'fit_router', 'fuse', 'whiten', 'cascade_metrics', 'forward_passes', 'backbone_weights', 'storage_beta',
+           'expert_epochs', 'init_expert', 'embed_members']
 
 # %% ../nbs/08_cascades.ipynb #200715ae
 def _gmm_state(g: GaussianMixture) -> dict[str, torch.Tensor]:

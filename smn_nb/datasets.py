@@ -18,9 +18,9 @@ from .files import atomic_write
 from .splits import complete_splits
 
 # %% auto #0
-__all__ = ['SPLITS', 'FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'DATASETS', 'data_root', 'UnreadableImage',
-           'read_image', 'as_rgb', 'ImageDataset', 'read_idx', 'DatasetInfo', 'read_split_file', 'get_dataset',
-           'ImageProbe', 'probe_image', 'BadImagesError', 'bad_images_error']
+__all__ = ['SPLITS', 'FASHION_MNIST_CLASSES', 'DEBIAN_FASHION_MNIST', 'DATASETS', 'data_root', 'UnreadableImage', 'read_image',
+           'as_rgb', 'ImageDataset', 'read_idx', 'DatasetInfo', 'read_split_file', 'get_dataset', 'ImageProbe',
+           'probe_image', 'BadImagesError', 'bad_images_error']
 
 # %% ../nbs/03b_datasets.ipynb #fb560e14
 SPLITS = ("train", "val", "test", "trainval")

@@ -18,8 +18,7 @@ from .runners import execute_run
 from . import backbones as B
 
 # %% auto #0
-__all__ = ['run_experiment', 'cli_value', 'IPCKernelManager', 'kernel_manager_class', 'RunFailed', 'execute_notebook',
-           'run_cli']
+__all__ = ['run_experiment', 'cli_value', 'IPCKernelManager', 'kernel_manager_class', 'RunFailed', 'execute_notebook', 'run_cli']
 
 # %% ../nbs/10_experiment.ipynb #176e9b04
 from .spec import PARAMS, DEFAULTS, resolve_device, validate_params  # noqa: F401

@@ -20,12 +20,12 @@ from torch.nn.utils import parametrize
 from .files import atomic_write
 
 # %% auto #0
-__all__ = ['MASK_MODES', 'SCORE_INITS', 'PRESETS', 'CTX_BINS', 'CTX_PRIOR', 'CTX_BACKOFF', 'CODECS', 'MASK_FORMAT',
-           'topk_mask', 'ScoreMask', 'select_targets', 'mask_model', 'masked_tensors', 'score_parameters',
-           'set_density', 'linear_density', 'binary_entropy', 'mask_stats', 'MaskFileError', 'rice_encode',
-           'rice_decode', 'weight_bins', 'channel_bins', 'ctx_encode', 'ctx_decode', 'mask_digest', 'encode_mask',
-           'decode_mask', 'param_shapes', 'arch_signature', 'base_weights', 'weights_fingerprint', 'save_masks',
-           'read_mask_file', 'MaskSet', 'read_masks', 'apply_masks', 'load_masks', 'file_breakdown', 'merge']
+__all__ = ['MASK_MODES', 'SCORE_INITS', 'PRESETS', 'CTX_BINS', 'CTX_PRIOR', 'CTX_BACKOFF', 'CODECS', 'MASK_FORMAT', 'topk_mask',
+           'ScoreMask', 'select_targets', 'mask_model', 'masked_tensors', 'score_parameters', 'set_density',
+           'linear_density', 'binary_entropy', 'mask_stats', 'MaskFileError', 'rice_encode', 'rice_decode',
+           'weight_bins', 'channel_bins', 'ctx_encode', 'ctx_decode', 'mask_digest', 'encode_mask', 'decode_mask',
+           'param_shapes', 'arch_signature', 'base_weights', 'weights_fingerprint', 'save_masks', 'read_mask_file',
+           'MaskSet', 'read_masks', 'apply_masks', 'load_masks', 'file_breakdown', 'merge']
 
 # %% ../nbs/01_masking.ipynb #e77e7da3
 class _ThresholdMask(torch.autograd.Function):

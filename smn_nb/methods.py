@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # %% auto #0
-__all__ = ['FAMILIES', 'METHOD_TABLE', 'METHODS', 'SSL_METHODS', 'SWAV_METHODS', 'SWAV_RECIPES', 'MASK_METHODS',
-           'Method', 'method_info', 'methods_of']
+__all__ = ['FAMILIES', 'METHOD_TABLE', 'METHODS', 'SSL_METHODS', 'SWAV_METHODS', 'SWAV_RECIPES', 'MASK_METHODS', 'Method',
+           'method_info', 'methods_of']
 
 # %% ../nbs/00a_methods.ipynb #717f592a
 FAMILIES = ("probe", "supervised", "selfsup", "cascade", "control")

@@ -18,11 +18,11 @@ from .selfsup import SWAV
 from .spec import DEFAULTS, plan, run_id, prerequisite
 
 # %% auto #0
-__all__ = ['PAPER_METHODS', 'ABLATIONS', 'PAPER_MODELS', 'PAPER_DATASETS', 'LOW_SHOT', 'DECLARED', 'PROFILES',
-           'SPLIT_SIZES', 'ROW_LABELS', 'OURS_CODEC', 'TRAIN_IMG_S', 'SWAV_CROPS', 'CPU_IMG_S', 'CPU_RUN_S',
-           'paper_numbers', 'cell_run', 'Declared', 'prerequisites', 'Profile', 'table_ids', 'stand_in', 'stand_ins',
-           'substitute', 'run_seeds', 'resolve_run', 'same_params', 'method_label', 'as_profile', 'profile_tables',
-           'profile_cells', 'table_cells', 'run_cost', 'GridRun', 'paper_grid', 'grid_summary']
+__all__ = ['PAPER_METHODS', 'ABLATIONS', 'PAPER_MODELS', 'PAPER_DATASETS', 'LOW_SHOT', 'DECLARED', 'PROFILES', 'SPLIT_SIZES',
+           'ROW_LABELS', 'OURS_CODEC', 'TRAIN_IMG_S', 'SWAV_CROPS', 'CPU_IMG_S', 'CPU_RUN_S', 'paper_numbers',
+           'cell_run', 'Declared', 'prerequisites', 'Profile', 'table_ids', 'stand_in', 'stand_ins', 'substitute',
+           'run_seeds', 'resolve_run', 'same_params', 'method_label', 'as_profile', 'profile_tables', 'profile_cells',
+           'table_cells', 'run_cost', 'GridRun', 'paper_grid', 'grid_summary']
 
 # %% ../nbs/12_paper.ipynb #a23b9be2
 _DATASET = {"inat": "inat500"}  # the draft's name -> ours

@@ -19,8 +19,8 @@ import warnings
 from .files import checked_torch_save, checked_torch_load, CorruptFileError
 
 # %% auto #0
-__all__ = ['DEFAULT_C_GRID', 'embed', 'state_digest', 'embedding_cache_key', 'cached_embed', 'knn_predict',
-           'knn_accuracy', 'lam_to_C', 'linear_probe']
+__all__ = ['DEFAULT_C_GRID', 'embed', 'state_digest', 'embedding_cache_key', 'cached_embed', 'knn_predict', 'knn_accuracy',
+           'lam_to_C', 'linear_probe']
 
 # %% ../nbs/05_probes.ipynb #97026160
 def _xy(batch):

@@ -20,9 +20,9 @@ from .selfsup import SWAV
 from . import backbones as B, datasets as DS, splits as SP
 
 # %% auto #0
-__all__ = ['PROTOCOL', 'MASKED', 'PRACTICES', 'PROTOCOLS', 'OFFLINE_EPOCHS', 'OFFLINE_DATASETS', 'OFFLINE_SWAV',
-           'CASCADE', 'PROBE', 'Recipe', 'protocol_table', 'recipe', 'masked_targets', 'Practice', 'practices',
-           'label_indices', 'Probe', 'EvalNorm', 'Optim', 'SwAVSettings', 'TopkSettings', 'CascadeSettings', 'HParams',
+__all__ = ['PROTOCOL', 'MASKED', 'PRACTICES', 'PROTOCOLS', 'OFFLINE_EPOCHS', 'OFFLINE_DATASETS', 'OFFLINE_SWAV', 'CASCADE',
+           'PROBE', 'Recipe', 'protocol_table', 'recipe', 'masked_targets', 'Practice', 'practices', 'label_indices',
+           'Probe', 'EvalNorm', 'Optim', 'SwAVSettings', 'TopkSettings', 'CascadeSettings', 'HParams',
            'resolve_hparams']
 
 # %% ../nbs/09_protocol.ipynb #47f00b3a

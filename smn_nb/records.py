@@ -17,11 +17,10 @@ from .protocol import PROBE
 from .spec import DEFAULTS
 
 # %% auto #0
-__all__ = ['SCHEMA', 'ADAPTATION_FIELDS', 'METRIC_NAMES', 'RECORD_SHAPE', 'READOUTS', 'PAPER_METRICS',
-           'RECORDS_ARCHIVE', 'source_checkout', 'runs_root', 'upgrade_record', 'read_record', 'finished_record',
-           'RunInProgress', 'run_lock', 'Record', 'shaped', 'Readout', 'readout', 'metric_value', 'run_warnings',
-           'nonfinite_fields', 'records_in', 'archive_records', 'load_results', 'summary', 'plot_history',
-           'plot_active_fraction']
+__all__ = ['SCHEMA', 'ADAPTATION_FIELDS', 'METRIC_NAMES', 'RECORD_SHAPE', 'READOUTS', 'PAPER_METRICS', 'RECORDS_ARCHIVE',
+           'source_checkout', 'runs_root', 'upgrade_record', 'read_record', 'finished_record', 'RunInProgress',
+           'run_lock', 'Record', 'shaped', 'Readout', 'readout', 'metric_value', 'run_warnings', 'nonfinite_fields',
+           'records_in', 'archive_records', 'load_results', 'summary', 'plot_history', 'plot_active_fraction']
 
 # %% ../nbs/10b_records.ipynb #fa5ff202
 def source_checkout() -> Path | None:

@@ -8,8 +8,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['VAL_FRACTION', 'TEST_FRACTION', 'PAPER_FRACTIONS', 'stratified_split', 'complete_splits',
-           'label_fraction_indices']
+__all__ = ['VAL_FRACTION', 'TEST_FRACTION', 'PAPER_FRACTIONS', 'stratified_split', 'complete_splits', 'label_fraction_indices']
 
 # %% ../nbs/03c_splits.ipynb #5ed6b421
 VAL_FRACTION, TEST_FRACTION = 0.10, 0.20

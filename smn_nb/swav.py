@@ -12,8 +12,8 @@ from torch import nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['sinkhorn', 'ddp_all_reduce', 'ddp_all_reduce_max', 'swav_loss', 'SwAVLoss', 'SwAVHead',
-           'cancel_prototype_grads', 'queue_start_epoch', 'FeatureQueue', 'swav_epochs', 'swav_steps', 'swav_step']
+__all__ = ['sinkhorn', 'ddp_all_reduce', 'ddp_all_reduce_max', 'swav_loss', 'SwAVLoss', 'SwAVHead', 'cancel_prototype_grads',
+           'queue_start_epoch', 'FeatureQueue', 'swav_epochs', 'swav_steps', 'swav_step']
 
 # %% ../nbs/06_swav.ipynb #d1577c72
 def _lse(
