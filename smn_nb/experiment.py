@@ -73,10 +73,13 @@ def cli_value(s: str):
 
 # %% ../nbs/10_experiment.ipynb #4b1d1df9
 class IPCKernelManager(KernelManager):
-    "A Jupyter kernel manager whose kernels listen on Unix domain sockets (`ipc`), not loopback TCP."
+    "A Jupyter kernel manager whose kernels listen on Unix domain sockets of their own (`ipc`), not loopback TCP."
 
     def __init__(self, **kwargs):
-        super().__init__(**{"transport": "ipc", **kwargs})
+        runtime = Path(jupyter_runtime_dir())
+        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = runtime / f"kernel-{uuid.uuid4()}"  # sockets <name>-ipc-1 ... -5 beside <name>.json
+        super().__init__(**{"transport": "ipc", "connection_file": f"{name}.json", "ip": f"{name}-ipc", **kwargs})
 
 
 def kernel_manager_class() -> type | None:

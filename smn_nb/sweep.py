@@ -23,7 +23,7 @@ from .files import write_json
 from .paper import PROFILES, GridRun, paper_grid, grid_summary
 
 # %% auto #0
-__all__ = ['EXECUTORS', 'STATES', 'select', 'run_state', 'execute_run', 'RunJob', 'SlurmResources', 'sbatch_options',
+__all__ = ['EXECUTORS', 'STATES', 'PY_ERROR', 'select', 'run_state', 'execute_run', 'RunJob', 'SlurmResources', 'sbatch_options',
            'sbatch_flags', 'make_executor', 'run_pool', 'levels', 'record_job', 'job_note', 'submit_slurm',
            'SlurmError', 'slurm_command', 'QueuedJob', 'slurm_queue', 'RunStatus', 'log_line', 'sweep_status',
            'status_line', 'status_table', 'slurm_resources', 'dry_run', 'data_problem', 'sweep_cli']
@@ -404,6 +404,9 @@ def log_line(log: str | Path, pattern: str) -> str | None:
     return next((l for l in reversed(lines) if re.search(pattern, l)), None)
 
 # %% ../nbs/13_sweep.ipynb #27ce0f2c
+PY_ERROR = r"^\w[\w.]*(Error|Exception|Interrupt|Exit)\b"  # the last line of a Python traceback, above srun's own
+
+
 def _job_status(job: dict, q: QueuedJob | None, local: str, error: str | None) -> RunStatus:
     "A run's status from its Slurm job (`q`: as the queue shows it, None once gone), its local state, its error."
     at = dict(job=job["job_id"], log=job["stderr"])
@@ -419,7 +422,7 @@ def _job_status(job: dict, q: QueuedJob | None, local: str, error: str | None) -
     cancel = log_line(job["stderr"], r"CANCELLED AT \S+ \*\*\*")  # scancel's line (a requeue's: DUE TO JOB REQUEUE)
     if (q and q.state == "CANCELLED") or cancel or (q is None and not Path(job["stderr"]).exists()):
         return RunStatus("cancelled", **at, note=cancel)
-    line = log_line(job["stderr"], r"(?i)error|exception|killed|failed")
+    line = log_line(job["stderr"], PY_ERROR) or log_line(job["stderr"], r"(?i)error|exception|killed|failed")
     return RunStatus("failed", **at, note=line or f"job {q.state.lower() if q else 'ended'} without a record")
 
 

@@ -105,6 +105,16 @@ def finished_in(p, log, what):
     assert p.returncode == 0 and what in out, out[-3000:]
 
 
+def with_logs(status: str, lines: int = 40) -> str:
+    "`--status` output followed by the last `lines` of each failed run's job logs (stderr and stdout): what CI shows."
+    out = [status]
+    for err in re.findall(r"^failed .*\(log: (\S+)\)", status, re.M):
+        for f in (Path(err), Path(err[: -len(".err")] + ".out")):
+            tail = f.read_text(errors="replace").splitlines()[-lines:] if f.exists() else ["(no such file)"]
+            out += [f"--- {f}", *tail]
+    return "\n".join(out)
+
+
 def same_records(a, b, rids):
     "Runs `rids` finished under both roots with the same id, metrics (float tolerance) and number of epochs."
     for rid in rids:
@@ -153,7 +163,8 @@ def test_slice_cancelled_blocked_resubmitted_matches_local(tmp_path):
         wait_for("the slice to finish", lambda: not active(sl, rids), 600)
         print(f"slurm slice: {len(rids)} runs in {time.time() - t0:.0f} s")
         st = sweep(*args, "--status").stdout
-        assert "no failed runs" in st and not re.search(r"^(pending|running|failed|cancelled|blocked) ", st, re.M), st
+        assert "no failed runs" in st, with_logs(st)
+        assert not re.search(r"^(pending|running|failed|cancelled|blocked) ", st, re.M), with_logs(st)
         finished_in(ref, log, "3 of 3 finished")
     same_records(sl, tmp_path / "local", rids)
 
