@@ -23,9 +23,9 @@ from .files import atomic_write
 __all__ = ['MASK_MODES', 'SCORE_INITS', 'PRESETS', 'CTX_BINS', 'CTX_PRIOR', 'CTX_BACKOFF', 'CODECS', 'MASK_FORMAT', 'topk_mask',
            'ScoreMask', 'select_targets', 'mask_model', 'masked_tensors', 'score_parameters', 'set_density',
            'linear_density', 'binary_entropy', 'mask_stats', 'MaskFileError', 'rice_encode', 'rice_decode',
-           'weight_bins', 'channel_bins', 'ctx_encode', 'ctx_decode', 'mask_digest', 'encode_mask', 'decode_mask',
-           'param_shapes', 'arch_signature', 'base_weights', 'weights_fingerprint', 'save_masks', 'read_mask_file',
-           'MaskSet', 'read_masks', 'apply_masks', 'load_masks', 'file_breakdown', 'merge']
+           'weight_bins', 'channel_bins', 'ctx_encode', 'ctx_decode', 'xz_compress', 'mask_digest', 'encode_mask',
+           'decode_mask', 'param_shapes', 'arch_signature', 'base_weights', 'weights_fingerprint', 'save_masks',
+           'read_mask_file', 'MaskSet', 'read_masks', 'apply_masks', 'load_masks', 'file_breakdown', 'merge']
 
 # %% ../nbs/01_masking.ipynb #e77e7da3
 class _ThresholdMask(torch.autograd.Function):
@@ -535,6 +535,12 @@ def ctx_decode(payload: bytes, n: int, zeros: int, w: np.ndarray) -> np.ndarray:
         raise MaskFileError(f"its ctx stream cannot be decoded ({type(e).__name__}: {str(e)[:80]})") from None
     return zero == 0
 
+# %% ../nbs/01_masking.ipynb #a7c31e03
+def xz_compress(data: bytes) -> bytes:
+    "xz at preset 9e, with a window just covering `data` (at least 4 KiB, at most preset 9's 64 MiB)."
+    window = min(max(4096, 1 << (len(data) - 1).bit_length()), 1 << 26)
+    return lzma.compress(data, filters=[dict(id=lzma.FILTER_LZMA2, preset=9 | lzma.PRESET_EXTREME, dict_size=window)])
+
 # %% ../nbs/01_masking.ipynb #875aa68f
 CODECS = ("raw", "rice", "lzma", "bz2", "ctx")
 
@@ -561,7 +567,7 @@ def encode_mask(
         k = min(range(max(0, lg - 2), lg + 3), key=lambda k: _rice_bits(gaps, k))
         u, r = rice_encode(gaps, k)
         cands["rice"] = (dict(k=k, n_rare=len(pos), ulen=len(u)), u + r)
-    cands["lzma"] = (dict(), lzma.compress(packed, preset=9 | lzma.PRESET_EXTREME))
+    cands["lzma"] = (dict(), xz_compress(packed))
     cands["bz2"] = (dict(), bz2.compress(packed, 9))
     if weights is not None:
         if np.size(weights) != n:
