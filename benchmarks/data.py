@@ -3,7 +3,7 @@
     python benchmarks/data.py                      # 2,000 JPEGs, ResNet-18 and -50 at 224 px: ~5 min on a 2-core CPU
     python benchmarks/data.py --quick              # 200 JPEGs, ResNet-18 at 224 px: ~1 min
     python benchmarks/data.py --quick --json d.json
-    python benchmarks/data.py --smoke              # 48 small JPEGs at 64 px, once: seconds, checks the code runs (CI)
+    python benchmarks/data.py --smoke              # 48 small JPEGs at 32 px, a toy ResNet: seconds, checks it runs (CI)
 
 It writes a folder of photo-sized JPEG files (500x375 and 375x500, dtd's shape), then measures, in one run and on
 whatever device is present, exactly what a run does with them (`smn_nb.store`, `smn_nb.train.fit`):
@@ -58,14 +58,14 @@ def sync():
         torch.cuda.synchronize()
 
 
-def write_jpegs(folder: Path, n: int, seed: int = 0) -> ImageDataset:
-    "`n` photo-like JPEGs (smooth colour fields, texture, grain; quality 90) at 500x375 / 375x500, ten classes."
+def write_jpegs(folder: Path, n: int, seed: int = 0, long: int = 500) -> ImageDataset:
+    "`n` photo-like JPEGs (colour fields, texture, grain; quality 90), `long` by 3/4 of `long` either way, ten classes."
     from torchvision.io import encode_jpeg
 
     g = torch.Generator().manual_seed(seed)
     up = lambda t, hw: nn.functional.interpolate(t, size=hw, mode="bicubic", align_corners=False)
     for i in range(n):
-        hw = (375, 500) if i % 3 else (500, 375)
+        hw = (long * 3 // 4, long) if i % 3 else (long, long * 3 // 4)
         img = up(torch.rand(1, 3, 6, 8, generator=g), hw) + 0.15 * up(torch.rand(1, 3, 60, 80, generator=g), hw)
         img = img + 0.03 * torch.randn(1, 3, *hw, generator=g)
         (folder / f"{i:05d}.jpg").write_bytes(
@@ -244,12 +244,12 @@ def show(rows: list[dict]):
         print("  ".join(s.rjust(w[i]) for i, s in enumerate(r)))
 
 
-def run(n: int, archs: list, k: int, tmp: Path, px: int = 224) -> list[dict]:
+def run(n: int, archs: list, k: int, tmp: Path, px: int = 224, long: int = 500) -> list[dict]:
     "Write the JPEGs under `tmp`, decode them into the store, and measure every path and model."
     batch = {"supervised": 32 if DEV.type == "cuda" else 8, "selfsup": 32 if DEV.type == "cuda" else 4}
     (tmp / "jpg").mkdir()
     t0 = time.perf_counter()
-    ds = write_jpegs(tmp / "jpg", n)
+    ds = write_jpegs(tmp / "jpg", n, long=long)
     mb = sum(f.stat().st_size for f in (tmp / "jpg").iterdir()) / 2**20
     print(f"wrote {n} JPEGs ({mb:.0f} MB, {mb / n * 1024:.0f} kB each) in {time.perf_counter() - t0:.0f}s")
     t0 = time.perf_counter()
@@ -282,13 +282,15 @@ def main():
         "--quick", action="store_true", help="200 JPEGs, ResNet-18 only, fewer steps (~1 min on a 2-core CPU)"
     )
     ap.add_argument(
-        "--smoke", action="store_true", help="48 JPEGs at 64 px, two steps: seconds; its ratios mean nothing"
+        "--smoke",
+        action="store_true",
+        help="48 small JPEGs at 32 px, a toy ResNet, one step: seconds; ratios mean nothing",
     )
     ap.add_argument("--json", metavar="PATH", help="write the rows as a JSON list of objects")
     a = ap.parse_args()
     n, archs, k = (200, ["resnet18"], 6) if a.quick else (2000, ["resnet18", "resnet50"], 10)
     if a.smoke:
-        n, archs, k = 48, ["resnet18"], 2
+        n, archs, k = 48, ["test_resnet"], 1  # timm's toy ResNet: the code path, not the numbers
     print(
         f"device: {DEV}"
         + (
@@ -299,9 +301,9 @@ def main():
         + f"; torch {torch.__version__}, timm {timm.__version__}; loader workers {default_workers(DEV)}"
     )
     tmp = Path(tempfile.mkdtemp(prefix="smn_bench_"))
-    px = 64 if a.smoke else 224
+    px = 32 if a.smoke else 224
     try:
-        rows = run(n, archs, k, tmp, px=px)
+        rows = run(n, archs, k, tmp, px=px, long=128 if a.smoke else 500)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print()

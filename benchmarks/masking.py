@@ -44,10 +44,7 @@ from smn_nb.masking import (
     ctx_decode,
     base_weights,
 )
-from smn_nb.protocol import HParams
 from smn_nb.records import read_record
-from smn_nb.runners import run_loaders
-from smn_nb.spec import validate_params
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 ARCH = "resnet18"  # the network the step, merge and file benchmarks use (--smoke: a smaller one)
@@ -376,18 +373,23 @@ def codec_table(model, most: int | None = None):  # most: only the first `most` 
     return dict(n=n, entropy_bits=H, bytes=tot)
 
 
-def bn_half_accuracy(folder, bb, head):
+def bn_half_accuracy(folder, bb, head, test=None):  # test: (x, y) batches; None: the run's test split
     "Test accuracy of the demo model rebuilt with its BatchNorm statistics in float32 and in float16."
     from smn_nb import backbones as B
     from smn_nb.train import Classifier, accuracy
 
     rec = read_record(folder)
-    L = run_loaders(validate_params(**rec["params"]), HParams.from_dict(rec["hparams"]), bb.spec, "cpu")
+    if test is None:  # the data path imports slowly (scikit-learn, the loaders): only when it is used
+        from smn_nb.protocol import HParams
+        from smn_nb.runners import run_loaders
+        from smn_nb.spec import validate_params
+
+        test = run_loaders(validate_params(**rec["params"]), HParams.from_dict(rec["hparams"]), bb.spec, "cpu")["test"]
 
     def acc(model):
         h = torch.nn.Linear(model.spec.embed_dim, len(head["bias"]))
         h.load_state_dict(head)
-        return accuracy(Classifier(model, h), L["test"])
+        return accuracy(Classifier(model, h), test)
 
     with tempfile.TemporaryDirectory() as d:
         save_masks(bb, Path(d) / "h.smn", meta=dict(backbone=rec["params"]["model"]), half_buffers=True)
@@ -496,10 +498,14 @@ def storage_section(a, n, results):
     r = 8 * t["bytes"]["ours (format 3: best per tensor)"] / t["entropy_bits"]
     print(f"real learned mask: ours/H = {r:.4f} — target <= 0.80: {'met' if r <= 0.80 else 'MISSED'}")
 
-    acc = bn_half_accuracy(folder, bb, head)
+    test = None  # the run's test split
+    if a.smoke:  # two random batches: the code path, not the accuracy
+        g = torch.Generator().manual_seed(0)
+        test = [(torch.rand(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(2)]
+    acc = bn_half_accuracy(folder, bb, head, test)
     results["bn_half_accuracy"] = acc
     print(
-        f"\n## BatchNorm statistics fp32 vs fp16 (demo model, test set): "
+        f"\n## BatchNorm statistics fp32 vs fp16 (demo model, {'two random batches' if a.smoke else 'test set'}): "
         f"fp32 {acc['fp32']:.4f}, fp16 {acc['fp16']:.4f} (recorded {acc['recorded']:.4f}); "
         f"{'unchanged' if acc['fp32'] == acc['fp16'] else 'CHANGED'}"
     )
